@@ -1,0 +1,185 @@
+// The environment is parsed once, here, into a frozen typed object that is passed down by
+// argument (Greenlight's config struct). Nothing else in the service reads process.env.
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import envSchema from 'env-schema';
+
+/** One row per variable: its JSON schema and the sentence that says what it accepts. */
+const variables = {
+  PORT: { schema: { type: 'integer', minimum: 0, maximum: 65535, default: 4000 }, accepts: 'an integer port from 0 to 65535' },
+  HOST: { schema: { type: 'string', minLength: 1, default: '127.0.0.1' }, accepts: 'an address to bind, such as 127.0.0.1 or 0.0.0.0' },
+  DATABASE_URL: { schema: { type: 'string' }, accepts: 'a postgres:// or postgresql:// connection URL' },
+  SMTP_URL: { schema: { type: 'string' }, accepts: 'an smtp://user:pass@host:port or smtps://… URL' },
+  MAIL_FROM: { schema: { type: 'string', minLength: 3, default: 'Mailoffload <no-reply@localhost>' }, accepts: 'a sender such as "Name <address@domain>"' },
+  DATA_DIR: { schema: { type: 'string', minLength: 1, default: './.data' }, accepts: 'a directory path' },
+  MAIL_WORKERS: { schema: { type: 'integer', minimum: 1, maximum: 64 }, accepts: 'an integer from 1 to 64' },
+  MAIL_CONCURRENCY_PER_WORKER: { schema: { type: 'integer', minimum: 1, maximum: 256, default: 16 }, accepts: 'an integer from 1 to 256' },
+  MAIL_SMTP_CONNECTIONS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 5 }, accepts: 'an integer from 1 to 100 (pooled SMTP connections per worker)' },
+  MAIL_MAX_IN_FLIGHT: { schema: { type: 'integer', minimum: 1, maximum: 100000, default: 2000 }, accepts: 'an integer from 1 to 100000' },
+  MAIL_BATCH_SIZE: { schema: { type: 'integer', minimum: 1, maximum: 1000, default: 32 }, accepts: 'an integer from 1 to 1000' },
+  MAIL_MAX_ATTEMPTS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 8 }, accepts: 'an integer from 1 to 100' },
+  MAIL_RETRY_BASE_MS: { schema: { type: 'integer', minimum: 1, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 1 to 3600000' },
+  MAIL_RETRY_MAX_MS: { schema: { type: 'integer', minimum: 1, maximum: 86400000, default: 3600000 }, accepts: 'an integer of milliseconds from 1 to 86400000' },
+  MAIL_LEASE_MS: { schema: { type: 'integer', minimum: 100, maximum: 3600000, default: 60000 }, accepts: 'an integer of milliseconds from 100 to 3600000' },
+  MAIL_SEND_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
+  SWEEP_INTERVAL_MS: { schema: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 }, accepts: 'an integer of milliseconds from 10 to 600000' },
+  SHUTDOWN_TIMEOUT_MS: { schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 25000 }, accepts: 'an integer of milliseconds from 0 to 3600000' },
+  LOG_LEVEL: { schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' }, accepts: 'one of fatal, error, warn, info, debug, trace, silent' },
+  ARGON2_MEMORY_KIB: { schema: { type: 'integer', minimum: 8, maximum: 4194304, default: 19456 }, accepts: 'an integer of KiB from 8 to 4194304' },
+  ARGON2_ITERATIONS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 2 }, accepts: 'an integer from 1 to 100' },
+  DKIM_DOMAIN: { schema: { type: 'string', minLength: 1 }, accepts: 'a domain name' },
+  DKIM_SELECTOR: { schema: { type: 'string', minLength: 1 }, accepts: 'a DKIM selector' },
+  DKIM_PRIVATE_KEY: { schema: { type: 'string', minLength: 1 }, accepts: 'a PEM private key, or the path of a PEM file' },
+  METRICS_ENABLED: { schema: { type: 'boolean', default: true }, accepts: 'true or false' },
+} as const;
+
+type VariableName = keyof typeof variables;
+
+export interface DkimConfig {
+  readonly domainName: string;
+  readonly keySelector: string;
+  readonly privateKey: string;
+}
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  /** Unset: the service starts its own PostgreSQL under dataDir/pg. */
+  readonly databaseUrl: string | undefined;
+  /** Unset: the service starts its own mail catcher writing to dataDir/mailbox. */
+  readonly smtpUrl: string | undefined;
+  readonly mailFrom: string;
+  readonly dataDir: string;
+  readonly mail: {
+    readonly workers: number;
+    readonly concurrencyPerWorker: number;
+    readonly smtpConnections: number;
+    readonly maxInFlight: number;
+    readonly batchSize: number;
+    readonly maxAttempts: number;
+    readonly retryBaseMs: number;
+    readonly retryMaxMs: number;
+    readonly leaseMs: number;
+    readonly sendTimeoutMs: number;
+    readonly sweepIntervalMs: number;
+    readonly dkim: DkimConfig | undefined;
+    /** The right-hand side of every Message-ID. */
+    readonly messageIdDomain: string;
+  };
+  readonly shutdownTimeoutMs: number;
+  readonly logLevel: string;
+  readonly argon2: { readonly memoryKib: number; readonly iterations: number };
+  readonly metricsEnabled: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+function invalid(name: VariableName, value: unknown): ConfigError {
+  // The value is echoed only for variables that cannot hold a secret.
+  const secret = name === 'DATABASE_URL' || name === 'SMTP_URL' || name === 'DKIM_PRIVATE_KEY';
+  const got = secret || value === undefined ? '' : ` (got ${JSON.stringify(value)})`;
+  return new ConfigError(name, `invalid environment: ${name} must be ${variables[name].accepts}${got}`);
+}
+
+function checkUrl(name: 'DATABASE_URL' | 'SMTP_URL', value: string | undefined, protocols: string[]): void {
+  if (value === undefined) return;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw invalid(name, value);
+  }
+  if (!protocols.includes(url.protocol) || url.hostname === '') throw invalid(name, value);
+}
+
+/** The domain of an address in "Name <user@domain>" or "user@domain" form. */
+function domainOf(from: string): string | undefined {
+  const match = /@([^\s>@]+)>?\s*$/.exec(from);
+  return match?.[1];
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const properties: Record<string, unknown> = {};
+  for (const [name, { schema }] of Object.entries(variables)) properties[name] = schema;
+  // Empty strings count as unset, as a shell's `VAR=` usually means "use the default".
+  const data = Object.fromEntries(
+    Object.keys(variables)
+      .filter((name) => env[name] !== undefined && env[name] !== '')
+      .map((name) => [name, env[name]]),
+  );
+
+  let raw: Record<VariableName, unknown>;
+  try {
+    raw = envSchema({ schema: { type: 'object', properties }, data, env: false, dotenv: false }) as never;
+  } catch (error) {
+    const first = (error as { errors?: { instancePath: string }[] }).errors?.[0];
+    const name = first?.instancePath.replace(/^\//, '') as VariableName | undefined;
+    if (name && name in variables) throw invalid(name, data[name]);
+    throw error;
+  }
+
+  const get = <T>(name: VariableName): T => raw[name] as T;
+  checkUrl('DATABASE_URL', get('DATABASE_URL'), ['postgres:', 'postgresql:']);
+  checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
+
+  const mailFrom = get<string>('MAIL_FROM');
+  const fromDomain = domainOf(mailFrom);
+  if (fromDomain === undefined) throw invalid('MAIL_FROM', mailFrom);
+
+  const dkimParts = [get<string>('DKIM_DOMAIN'), get<string>('DKIM_SELECTOR'), get<string>('DKIM_PRIVATE_KEY')];
+  let dkim: DkimConfig | undefined;
+  if (dkimParts.every((part) => part !== undefined)) {
+    const [domainName, keySelector, keyOrPath] = dkimParts as [string, string, string];
+    let privateKey = keyOrPath.replace(/\\n/g, '\n');
+    if (!privateKey.includes('-----BEGIN')) {
+      try {
+        privateKey = readFileSync(keyOrPath, 'utf8');
+      } catch {
+        throw invalid('DKIM_PRIVATE_KEY', undefined);
+      }
+    }
+    dkim = { domainName, keySelector, privateKey };
+  }
+
+  const config: Config = {
+    port: get('PORT'),
+    host: get('HOST'),
+    databaseUrl: get('DATABASE_URL'),
+    smtpUrl: get('SMTP_URL'),
+    mailFrom,
+    dataDir: path.resolve(get<string>('DATA_DIR')),
+    mail: {
+      workers: get<number | undefined>('MAIL_WORKERS') ?? availableParallelism(),
+      concurrencyPerWorker: get('MAIL_CONCURRENCY_PER_WORKER'),
+      smtpConnections: get('MAIL_SMTP_CONNECTIONS'),
+      maxInFlight: get('MAIL_MAX_IN_FLIGHT'),
+      batchSize: get('MAIL_BATCH_SIZE'),
+      maxAttempts: get('MAIL_MAX_ATTEMPTS'),
+      retryBaseMs: get('MAIL_RETRY_BASE_MS'),
+      retryMaxMs: get('MAIL_RETRY_MAX_MS'),
+      leaseMs: get('MAIL_LEASE_MS'),
+      sendTimeoutMs: get('MAIL_SEND_TIMEOUT_MS'),
+      sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
+      dkim,
+      messageIdDomain: dkim?.domainName ?? fromDomain,
+    },
+    shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
+    logLevel: get('LOG_LEVEL'),
+    argon2: { memoryKib: get('ARGON2_MEMORY_KIB'), iterations: get('ARGON2_ITERATIONS') },
+    metricsEnabled: get('METRICS_ENABLED'),
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T extends object>(value: T): T {
+  for (const child of Object.values(value)) {
+    if (child !== null && typeof child === 'object') deepFreeze(child as object);
+  }
+  return Object.freeze(value);
+}

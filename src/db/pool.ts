@@ -1,0 +1,52 @@
+// The pg pool and the transaction helper. Every query function elsewhere takes its client
+// (a Pool or a PoolClient) as its first argument, so callers choose the transaction.
+import pg from 'pg';
+import type { Log } from '../logger.js';
+
+// bigint columns (ids) arrive as numbers: they stay far below 2^53, and JSON wants numbers.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
+
+export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
+
+export function createPool(connectionString: string, log: Log): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString,
+    max: 20,
+    // Fail fast when the database is away, so the API answers 503 instead of hanging.
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: 'mailoffload',
+  });
+  // An idle client whose server went away emits 'error' on the pool; without a listener that
+  // would crash the process. The pool discards the client and opens a new one when needed.
+  pool.on('error', (err) => log.warn({ err }, 'idle database connection lost'));
+  return pool;
+}
+
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch((rollbackError: Error) => (broken = rollbackError));
+    throw error;
+  } finally {
+    // A client whose ROLLBACK failed is in an unknown state: destroy it rather than reuse it.
+    client.release(broken);
+  }
+}
+
+/** SQLSTATE classes and driver codes that mean "the database cannot be reached right now". */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  if (typeof code === 'string') {
+    if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return true;
+    if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH'].includes(code)) return true;
+  }
+  // pg reports a dropped socket and a connect timeout without a code.
+  return typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message);
+}

@@ -1,0 +1,48 @@
+// The built-in mail catcher, used when SMTP_URL is unset: an smtp-server on a loopback port
+// that saves each message as an .eml file, so `npm start` works with no mail server and a
+// developer can read the welcome email a signup produced.
+import { createWriteStream, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import type { Log } from '../logger.js';
+import { SMTPServer } from 'smtp-server';
+
+export interface MailCatcher {
+  readonly url: string;
+  readonly mailbox: string;
+  stop(): Promise<void>;
+}
+
+export async function startMailCatcher(mailbox: string, log: Log): Promise<MailCatcher> {
+  mkdirSync(mailbox, { recursive: true });
+  let sequence = 0;
+  const server = new SMTPServer({
+    // Loopback only, no TLS, no login: this is a development sink, not a relay.
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    authOptional: true,
+    disableReverseLookup: true,
+    logger: false,
+    size: 10 * 1024 * 1024,
+    onData(stream, session, callback) {
+      const file = path.join(mailbox, `${new Date().toISOString().replace(/[:.]/g, '-')}-${String(++sequence).padStart(6, '0')}.eml`);
+      pipeline(stream, createWriteStream(file)).then(
+        () => callback(),
+        (error: Error) => callback(error),
+      );
+    },
+  });
+  server.on('error', (err) => log.warn({ err }, 'mail catcher error'));
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.server.address() as { port: number };
+  const url = `smtp://127.0.0.1:${port}`;
+  log.info({ url, mailbox }, 'mail catcher listening: welcome emails are saved as .eml files');
+  let stopping: Promise<void> | undefined;
+  return {
+    url,
+    mailbox,
+    stop: () => (stopping ??= new Promise((resolve) => server.close(() => resolve()))),
+  };
+}

@@ -1,0 +1,49 @@
+// The messages between the API thread and the mail workers: types only, no runtime code,
+// so both sides compile against one definition. Everything here must survive the
+// structured clone between threads: plain objects, strings, numbers, booleans.
+
+/** Built once per worker thread from `workerData`; the workers read nothing else. */
+export interface WorkerSettings {
+  readonly smtpUrl: string;
+  readonly from: string;
+  readonly messageIdDomain: string;
+  readonly smtpConnections: number;
+  readonly sendTimeoutMs: number;
+  /** Verify the SMTP server's certificate (false only for a loopback catcher). */
+  readonly tlsRejectUnauthorized: boolean;
+  readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
+}
+
+/** One welcome email. The token is the plaintext; only its hash is in the database. */
+export interface WelcomeJob {
+  readonly outboxId: number;
+  readonly userId: number;
+  readonly name: string;
+  readonly email: string;
+  readonly token: string;
+}
+
+/** A worker task is a batch of jobs: per-task overhead is paid once per batch, not per email. */
+export type MailTask = readonly WelcomeJob[];
+
+export interface SentResult {
+  readonly outboxId: number;
+  readonly status: 'sent';
+  readonly messageId: string;
+  readonly response: string;
+}
+
+/**
+ * Errors thrown in a worker lose `code` and `responseCode` on the way back, so a failure is a
+ * value: nodemailer's error code, the SMTP reply code and whether trying again can help.
+ */
+export interface FailedResult {
+  readonly outboxId: number;
+  readonly status: 'failed';
+  readonly code: string;
+  readonly responseCode: number | null;
+  readonly retryable: boolean;
+  readonly message: string;
+}
+
+export type MailResult = SentResult | FailedResult;

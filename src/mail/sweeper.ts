@@ -1,0 +1,86 @@
+// The sweeper: at boot and every few seconds, claims due outbox rows (retries, rows left by
+// a saturated pool, rows released by a clean shutdown, leases of a crashed instance) and
+// dispatches them like the fast path does. It claims only as many rows as the dispatcher
+// has room for, so a backlog of any size is worked through in bounded memory.
+import type pg from 'pg';
+import type { Log } from '../logger.js';
+import { insertMany, ACTIVATION_SCOPE } from '../db/tokens.js';
+import type { TaskGroup } from '../task-group.js';
+import { ACTIVATION_TTL_MS, generateToken } from '../tokens.js';
+import type { Dispatcher } from './dispatcher.js';
+import { claimDue, release } from './outbox.js';
+
+export interface SweeperOptions {
+  readonly owner: string;
+  readonly intervalMs: number;
+  readonly leaseMs: number;
+  /** Rows per claim query. */
+  readonly claimLimit: number;
+}
+
+export class Sweeper {
+  #stopped = true;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: pg.Pool,
+    private readonly dispatcher: Dispatcher,
+    private readonly group: TaskGroup,
+    private readonly options: SweeperOptions,
+    private readonly log: Log,
+  ) {}
+
+  start(): void {
+    if (!this.#stopped) return;
+    this.#stopped = false;
+    this.#tick();
+  }
+
+  /** Stops claiming. Resolves once a sweep under way has dispatched what it claimed. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    await this.#running;
+  }
+
+  #tick(): void {
+    if (this.#stopped) return;
+    // Tracked like any background work; a failed sweep (the database is away) is logged by
+    // the group and the next tick tries again.
+    this.#running = this.group
+      .track(this.#sweep(), { component: 'sweeper' })
+      .catch(() => undefined)
+      .finally(() => {
+        this.#running = undefined;
+        if (!this.#stopped) this.#timer = setTimeout(() => this.#tick(), this.options.intervalMs);
+      });
+  }
+
+  async #sweep(): Promise<void> {
+    while (!this.#stopped) {
+      const room = Math.min(this.dispatcher.room, this.options.claimLimit);
+      if (room === 0) return;
+      const rows = await claimDue(this.db, this.options.owner, room, this.options.leaseMs);
+      if (rows.length === 0) return;
+      if (!this.dispatcher.tryReserve(rows.length)) {
+        // Fast-path signups took the room while we were claiming: hand the rows back.
+        await release(this.db, this.options.owner, rows.map((row) => row.outboxId));
+        return;
+      }
+      // Only the hash of a token is stored, so a resend carries a fresh token; any earlier one
+      // stays valid until it expires.
+      const tokens = rows.map(() => generateToken());
+      try {
+        await insertMany(this.db, ACTIVATION_SCOPE, rows.map((row, i) => ({ hash: tokens[i]!.hash, userId: row.userId, ttlMs: ACTIVATION_TTL_MS })));
+      } catch (error) {
+        this.dispatcher.cancel(rows.length);
+        await release(this.db, this.options.owner, rows.map((row) => row.outboxId)).catch(() => undefined);
+        throw error;
+      }
+      rows.forEach((row, i) => this.dispatcher.submit({ outboxId: row.outboxId, userId: row.userId, name: row.name, email: row.email, token: tokens[i]!.plaintext }));
+      this.log.debug({ claimed: rows.length }, 'sweeper dispatched due emails');
+      if (rows.length < room) return;
+    }
+  }
+}

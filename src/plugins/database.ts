@@ -1,0 +1,38 @@
+// PostgreSQL: the embedded server when DATABASE_URL is unset, then the pg pool, then the
+// migrations, all before the server listens. onClose runs in reverse: the pool ends first,
+// the embedded server stops last of all.
+import fp from 'fastify-plugin';
+import type pg from 'pg';
+import type { Config } from '../config.js';
+import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
+import { runMigrations } from '../db/migrate.js';
+import { createPool } from '../db/pool.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    db: pg.Pool;
+  }
+}
+
+export default fp<{ config: Config }>(
+  async (app, { config }) => {
+    const log = app.log.child({ component: 'database' });
+    let databaseUrl = config.databaseUrl;
+    if (databaseUrl === undefined) {
+      const embedded = await startEmbeddedPostgres(config.dataDir, log);
+      // Registered first, so it runs after every other onClose hook of this app.
+      app.addHook('onClose', () => embedded.stop());
+      databaseUrl = embedded.url;
+    }
+    await runMigrations(databaseUrl, log);
+    const pool = createPool(databaseUrl, log);
+    let ended = false;
+    app.addHook('onClose', async () => {
+      if (ended) return;
+      ended = true;
+      await pool.end();
+    });
+    app.decorate('db', pool);
+  },
+  { name: 'database' },
+);

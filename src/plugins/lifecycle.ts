@@ -1,0 +1,40 @@
+// Readiness and draining. From the first step of shutdown (preClose) the healthcheck says
+// "draining", new requests get 503, and every response carries `Connection: close`: a
+// keep-alive client that goes idle after shutdown begins must not hold the server open until
+// its keep-alive timeout (fastify/fastify#7044). Requests already in a handler finish normally.
+import fp from 'fastify-plugin';
+import { errors } from '../errors.js';
+
+export interface Lifecycle {
+  draining: boolean;
+  /** Date.now() when draining began; the shutdown deadline counts from here. */
+  drainingSince: number;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    lifecycle: Lifecycle;
+  }
+}
+
+export default fp(
+  async (app) => {
+    const lifecycle: Lifecycle = { draining: false, drainingSince: 0 };
+    app.decorate('lifecycle', lifecycle);
+
+    app.addHook('preClose', async () => {
+      if (lifecycle.draining) return;
+      lifecycle.draining = true;
+      lifecycle.drainingSince = Date.now();
+    });
+
+    app.addHook('onRequest', async (request) => {
+      if (lifecycle.draining && request.routeOptions.url !== '/v1/healthcheck') throw errors.shuttingDown();
+    });
+
+    app.addHook('onSend', async (_request, reply) => {
+      if (lifecycle.draining) reply.header('connection', 'close');
+    });
+  },
+  { name: 'lifecycle' },
+);

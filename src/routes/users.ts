@@ -1,0 +1,85 @@
+// Thin handlers: validate, hash, one statement, answer. The welcome email is handed to the
+// dispatcher after COMMIT; its outbox row already guarantees it will be sent.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Config } from '../config.js';
+import { EmailTakenError, insertSignup } from '../db/signups.js';
+import { withTransaction } from '../db/pool.js';
+import { ACTIVATION_SCOPE, deleteAllForUser } from '../db/tokens.js';
+import { activate, getForToken } from '../db/users.js';
+import { errors } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { hashPassword } from '../passwords.js';
+import { ACTIVATION_TTL_MS, TOKEN_LENGTH, generateToken, hashToken } from '../tokens.js';
+import { validateEmail, validateName, validatePassword, validateTokenPlaintext, type FieldErrors } from '../validation.js';
+import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schemas.js';
+
+const users: FastifyPluginAsyncTypebox<{ config: Config; metrics: Metrics }> = async (app, { config, metrics }) => {
+  const { dispatcher, owner } = app.mailer;
+
+  app.post(
+    '/v1/users',
+    { schema: { body: SignupBody, response: { 202: UserResponse, '4xx': ErrorResponse } } },
+    async (request, reply) => {
+      const stopTimer = metrics.signupDuration.startTimer();
+      const { name, email, password } = request.body;
+      const fieldErrors: FieldErrors = {};
+      validateName(fieldErrors, name);
+      validateEmail(fieldErrors, email);
+      validatePassword(fieldErrors, password);
+      if (Object.keys(fieldErrors).length > 0) throw errors.failedValidation(fieldErrors);
+
+      // Hashed before the uniqueness check, as Greenlight does: a taken address costs the same
+      // time as a new one.
+      const passwordHash = await hashPassword(password!, config.argon2);
+      const token = generateToken();
+      // Reserve a place in the dispatcher before writing: with room, the row is born leased to
+      // us and sent at once; without, it is born pending and the sweeper sends it.
+      const dispatchNow = dispatcher.tryReserve();
+      let record;
+      try {
+        record = await insertSignup(app.db, {
+          name: name!,
+          email: email!,
+          passwordHash,
+          tokenHash: token.hash,
+          tokenTtlMs: ACTIVATION_TTL_MS,
+          ...(dispatchNow ? { lease: { owner, ms: config.mail.leaseMs } } : {}),
+        });
+      } catch (error) {
+        if (dispatchNow) dispatcher.cancel();
+        if (error instanceof EmailTakenError) throw errors.emailTaken();
+        throw error;
+      }
+      if (dispatchNow) {
+        dispatcher.submit({ outboxId: record.outboxId, userId: record.user.id, name: record.user.name, email: record.user.email, token: token.plaintext });
+      } else {
+        metrics.signupsDeferred.inc();
+      }
+      stopTimer();
+      return reply.code(202).send({ user: record.user });
+    },
+  );
+
+  app.put(
+    '/v1/users/activated',
+    { schema: { body: ActivationBody, response: { 200: UserResponse, '4xx': ErrorResponse } } },
+    async (request) => {
+      const { token } = request.body;
+      const fieldErrors: FieldErrors = {};
+      validateTokenPlaintext(fieldErrors, token, TOKEN_LENGTH);
+      if (Object.keys(fieldErrors).length > 0) throw errors.failedValidation(fieldErrors);
+
+      const user = await getForToken(app.db, ACTIVATION_SCOPE, hashToken(token!));
+      if (!user) throw errors.invalidToken();
+      const activated = await withTransaction(app.db, async (client) => {
+        const updated = await activate(client, user);
+        if (updated) await deleteAllForUser(client, ACTIVATION_SCOPE, user.id);
+        return updated;
+      });
+      if (!activated) throw errors.editConflict();
+      return { user: activated };
+    },
+  );
+};
+
+export default users;

@@ -1,0 +1,69 @@
+// Process entry: config -> app -> listen. Signals are handled here and nowhere else.
+// The shutdown sequence (shared/DESIGN.md) is carried out by app.close(): preClose flips
+// readiness and stops the sweeper, the HTTP server stops accepting and lets in-flight
+// requests finish, then the plugins' onClose hooks drain the task group under the deadline,
+// release what is left, destroy the pool and close the database, in that order.
+import closeWithGrace from 'close-with-grace';
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig, type Config } from './config.js';
+import { createLogger } from './logger.js';
+
+let config: Config;
+try {
+  config = loadConfig(process.env);
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error;
+  process.stderr.write(`mailoffload: ${error.message}\n`);
+  process.exit(1);
+}
+
+const log = createLogger(config.logLevel);
+
+// Backstop only: the drain itself is bounded by SHUTDOWN_TIMEOUT_MS and then releases its
+// work to the outbox. This catches a close() that hangs for another reason.
+const FORCE_EXIT_AFTER_DRAIN_MS = 10_000;
+
+let app: Awaited<ReturnType<typeof buildApp>>;
+try {
+  app = await buildApp(config, log);
+} catch (err) {
+  log.fatal({ err }, 'failed to start');
+  log.flush();
+  process.exit(1);
+}
+
+closeWithGrace(
+  {
+    delay: config.shutdownTimeoutMs + FORCE_EXIT_AFTER_DRAIN_MS,
+    logger: false,
+    onSecondSignal: (signal) => {
+      // Exit now; whatever was unfinished is still in the outbox and its lease will expire.
+      log.error({ signal }, 'second signal: exiting immediately, unfinished emails stay in the outbox');
+      log.flush();
+    },
+    onTimeout: (delay) => {
+      log.error({ delayMs: delay }, 'shutdown did not finish in time: exiting');
+      log.flush();
+    },
+  },
+  async ({ signal, err }) => {
+    if (err) log.error({ err }, 'unexpected error: shutting down');
+    log.info({ signal: signal ?? null }, 'shutting down server');
+    const started = Date.now();
+    await app.close();
+    const drainMs = Date.now() - started;
+    app.metrics.lastDrainSeconds.set(drainMs / 1000);
+    log.info({ signal: signal ?? null, drainMs }, 'stopped server');
+    log.flush();
+  },
+);
+
+try {
+  const address = await app.listen({ port: config.port, host: config.host });
+  log.info({ address, workers: config.mail.workers, smtp: config.smtpUrl ? 'configured' : 'built-in catcher' }, 'starting server');
+} catch (err) {
+  log.fatal({ err }, 'failed to listen');
+  await app.close().catch(() => undefined);
+  log.flush();
+  process.exit(1);
+}

@@ -1,0 +1,47 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { buildTestApp, createTestDatabase, startSmtpSink, tokenFrom, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+
+let db: TestDatabase;
+let smtp: SmtpSink;
+let app: Awaited<ReturnType<typeof buildTestApp>>['app'];
+
+before(async () => {
+  db = await createTestDatabase();
+  smtp = await startSmtpSink();
+  ({ app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
+});
+
+after(async () => {
+  await app.close();
+  await smtp.stop();
+  await db.drop();
+});
+
+test('a signup gets a welcome email whose token activates the account', async () => {
+  const email = uniqueEmail('welcome');
+  const signup = await app.inject({ method: 'POST', url: '/v1/users', payload: { name: 'Ada <script>alert(1)</script>', email, password: 'pa55word1234' } });
+  assert.equal(signup.statusCode, 202);
+  const { user } = signup.json();
+  assert.equal(user.activated, false);
+
+  await waitUntil(() => smtp.to(email).length === 1, 10_000, () => `welcome email to ${email}`);
+  const mail = smtp.to(email)[0]!;
+  assert.equal(mail.parsed.subject, 'Welcome to Mailoffload!');
+  assert.deepEqual(mail.envelopeTo, [email]);
+  assert.match(mail.parsed.text ?? '', new RegExp(`user ID number is ${user.id}\\.`));
+  assert.ok(String(mail.parsed.html).includes('Ada &lt;script&gt;alert(1)&lt;/script&gt;'), 'user input is HTML-escaped');
+  assert.ok(!String(mail.parsed.html).includes('<script>'), 'no raw script tag in the HTML part');
+
+  const { rows } = await db.pool.query('SELECT id, status, attempts, message_id FROM email_outbox WHERE user_id = $1', [user.id]);
+  assert.equal(rows.length, 1);
+  await waitUntil(async () => (await db.pool.query('SELECT status FROM email_outbox WHERE id = $1', [rows[0].id])).rows[0].status === 'sent');
+  assert.equal(mail.parsed.messageId, `<welcome-${rows[0].id}@mailoffload.test>`);
+
+  const activation = await app.inject({ method: 'PUT', url: '/v1/users/activated', payload: { token: tokenFrom(mail) } });
+  assert.equal(activation.statusCode, 200);
+  assert.equal(activation.json().user.activated, true);
+  const again = await app.inject({ method: 'PUT', url: '/v1/users/activated', payload: { token: tokenFrom(mail) } });
+  assert.equal(again.statusCode, 422);
+  assert.deepEqual(again.json(), { error: { token: 'invalid or expired activation token' } });
+});

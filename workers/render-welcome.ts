@@ -1,0 +1,59 @@
+// Pure rendering of the welcome email: no I/O, no settings beyond its arguments.
+import type { WelcomeJob } from '../src/mail/contract.js';
+
+export const WELCOME_SUBJECT = 'Welcome to Mailoffload!';
+
+const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+
+export function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (ch) => HTML_ESCAPES[ch] ?? ch);
+}
+
+export function welcomeMessageId(outboxId: number, domain: string): string {
+  return `<welcome-${outboxId}@${domain}>`;
+}
+
+export interface RenderedWelcome {
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
+}
+
+export function renderWelcome(job: WelcomeJob): RenderedWelcome {
+  const activation = `{"token": "${job.token}"}`;
+  const text = [
+    `Hi ${job.name},`,
+    '',
+    'Thanks for signing up for a Mailoffload account. We are excited to have you on board!',
+    '',
+    `For future reference, your user ID number is ${job.userId}.`,
+    '',
+    'Please send a request to the `PUT /v1/users/activated` endpoint with the following JSON',
+    'body to activate your account:',
+    '',
+    activation,
+    '',
+    'Please note that this is a one-time use token and it will expire in 3 days.',
+    '',
+    'Thanks,',
+    '',
+    'The Mailoffload Team',
+    '',
+  ].join('\n');
+  const html = `<!doctype html>
+<html>
+<head><meta name="viewport" content="width=device-width" /><meta http-equiv="Content-Type" content="text/html; charset=UTF-8" /></head>
+<body>
+<p>Hi ${escapeHtml(job.name)},</p>
+<p>Thanks for signing up for a Mailoffload account. We are excited to have you on board!</p>
+<p>For future reference, your user ID number is ${job.userId}.</p>
+<p>Please send a request to the <code>PUT /v1/users/activated</code> endpoint with the following JSON body to activate your account:</p>
+<pre><code>${escapeHtml(activation)}</code></pre>
+<p>Please note that this is a one-time use token and it will expire in 3 days.</p>
+<p>Thanks,</p>
+<p>The Mailoffload Team</p>
+</body>
+</html>
+`;
+  return { subject: WELCOME_SUBJECT, text, html };
+}
