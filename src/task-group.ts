@@ -50,6 +50,10 @@ export class TaskGroup {
       (error: unknown) => {
         try {
           this.#onError(error, context);
+        } catch (handlerError) {
+          // A broken handler (a logger that throws) must not turn the rejection it was given
+          // into an unhandled one, which would end the process.
+          process.emitWarning(`task group error handler threw: ${String(handlerError)}`);
         } finally {
           this.#done(weight);
         }

@@ -86,6 +86,8 @@ export interface SmtpSink {
   readonly url: string;
   readonly port: number;
   readonly received: ReceivedMail[];
+  /** Messages whose DATA began arriving (counted before any latency or reply decision). */
+  readonly dataStarted: number;
   behaviour: SmtpBehaviour;
   /** Messages received for an address. */
   to(address: string): ReceivedMail[];
@@ -98,13 +100,15 @@ export async function startSmtpSink(behaviour: SmtpBehaviour = {}, port = 0): Pr
   const sink = {
     behaviour,
     received,
-  } as { behaviour: SmtpBehaviour; received: ReceivedMail[] };
+    dataStarted: 0,
+  } as { behaviour: SmtpBehaviour; received: ReceivedMail[]; dataStarted: number };
   const server = new SMTPServer({
     disabledCommands: ['STARTTLS', 'AUTH'],
     authOptional: true,
     disableReverseLookup: true,
     logger: false,
     onData(stream, session, callback) {
+      sink.dataStarted++;
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {

@@ -1,0 +1,282 @@
+// The mail pipeline end to end: outbox -> sweeper/dispatcher -> Piscina worker -> nodemailer ->
+// a real SMTP server, with real PostgreSQL. Failures are injected at the SMTP server (reply
+// codes, latency, being down) and in the pool (a thread terminated mid-task).
+import assert from 'node:assert/strict';
+import { createHash, createVerify, generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:net';
+import { after, before, test } from 'node:test';
+import { buildTestApp, createTestDatabase, startSmtpSink, unique, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+
+type TestApp = Awaited<ReturnType<typeof buildTestApp>>['app'];
+
+const MAIL_FROM = 'Mailoffload <no-reply@mailoffload.test>';
+let db: TestDatabase;
+
+before(async () => {
+  db = await createTestDatabase();
+});
+
+after(async () => {
+  await db.drop();
+});
+
+/** Opens an app and a sink for one test; both are closed when the test ends, pass or fail. */
+async function withApp(
+  t: { after(fn: () => Promise<void>): void },
+  env: Record<string, string>,
+  sink?: SmtpSink,
+): Promise<{ app: TestApp; smtp: SmtpSink }> {
+  const smtp = sink ?? (await startSmtpSink());
+  const { app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM, ...env });
+  t.after(async () => {
+    await app.close();
+    await smtp.stop();
+  });
+  return { app, smtp };
+}
+
+/** A user and a pending welcome email written straight to the database, as a crashed instance would leave them. */
+async function insertPendingEmail(name: string, email: string): Promise<{ userId: number; outboxId: number }> {
+  const user = await db.pool.query<{ id: number }>("INSERT INTO users (name, email, password_hash) VALUES ($1, $2, 'not-a-hash') RETURNING id", [name, email]);
+  const userId = Number(user.rows[0]!.id);
+  const outbox = await db.pool.query<{ id: number }>("INSERT INTO email_outbox (user_id, template) VALUES ($1, 'welcome') RETURNING id", [userId]);
+  return { userId, outboxId: Number(outbox.rows[0]!.id) };
+}
+
+async function outboxRow(outboxId: number) {
+  const { rows } = await db.pool.query<{ status: string; attempts: number; last_error: string | null; message_id: string | null }>(
+    'SELECT status, attempts, last_error, message_id FROM email_outbox WHERE id = $1',
+    [outboxId],
+  );
+  return rows[0]!;
+}
+
+async function outboxRowFor(email: string) {
+  const { rows } = await db.pool.query<{ id: number }>('SELECT o.id FROM email_outbox o JOIN users u ON u.id = o.user_id WHERE u.email = $1', [email]);
+  assert.equal(rows.length, 1, `one outbox row for ${email}`);
+  return Number(rows[0]!.id);
+}
+
+async function signup(app: TestApp, email: string, name = 'Test User'): Promise<void> {
+  const response = await app.inject({ method: 'POST', url: '/v1/users', payload: { name, email, password: 'pa55word1234' } });
+  assert.equal(response.statusCode, 202, response.body);
+}
+
+test('a CR/LF in the name adds no header and no recipient: one envelope recipient, no Bcc, the name encoded', async (t) => {
+  const { smtp } = await withApp(t, {});
+  const email = uniqueEmail('inject');
+  // The API rejects control characters, so the row goes in by SQL: the worker must hold anyway.
+  const { outboxId } = await insertPendingEmail('Eve\r\nBcc: evil@example.com', email);
+
+  await waitUntil(() => smtp.received.some((mail) => mail.envelopeTo.includes(email)), 10_000, () => `the sweeper's email to ${email}`);
+  const mails = smtp.to(email);
+  assert.equal(mails.length, 1);
+  const mail = mails[0]!;
+  assert.deepEqual(mail.envelopeTo, [email], 'exactly one envelope recipient');
+  assert.equal(smtp.received.filter((m) => m.envelopeTo.includes('evil@example.com')).length, 0);
+  const headerBlock = mail.raw.slice(0, mail.raw.indexOf('\r\n\r\n'));
+  assert.doesNotMatch(headerBlock, /^bcc:/im, 'no Bcc header line');
+  assert.equal(mail.parsed.bcc, undefined);
+  const toLine = /^To: (.*(?:\r\n[ \t].*)*)/m.exec(headerBlock)?.[1] ?? '';
+  assert.match(toLine, /=\?UTF-8\?[QB]\?/i, 'the display name travels as an encoded word');
+  assert.ok(toLine.includes(`<${email}>`));
+  const to = Array.isArray(mail.parsed.to) ? mail.parsed.to[0] : mail.parsed.to;
+  assert.deepEqual(to?.value.map((a) => a.address), [email]);
+  assert.equal(mail.parsed.messageId, `<welcome-${outboxId}@mailoffload.test>`);
+  await waitUntil(async () => (await outboxRow(outboxId)).status === 'sent');
+});
+
+test('a 421 then success is delivered once with attempts = 2; a 550 is dead after one attempt and never retried', async (t) => {
+  const attemptsAt = new Map<string, number>();
+  const tempFail = uniqueEmail('greylisted');
+  const permFail = uniqueEmail('rejected');
+  const smtp = await startSmtpSink({
+    reply: (_session, rcpt) => {
+      const address = rcpt[0]!;
+      const attempt = (attemptsAt.get(address) ?? 0) + 1;
+      attemptsAt.set(address, attempt);
+      if (address === tempFail && attempt === 1) return 421;
+      if (address === permFail) return 550;
+      return undefined;
+    },
+  });
+  const { app } = await withApp(t, {}, smtp);
+
+  await signup(app, tempFail);
+  await signup(app, permFail);
+  const tempId = await outboxRowFor(tempFail);
+  const permId = await outboxRowFor(permFail);
+
+  await waitUntil(async () => (await outboxRow(tempId)).status === 'sent', 15_000, () => `${tempFail} sent after its retry`);
+  assert.equal(smtp.to(tempFail).length, 1, 'delivered exactly once');
+  assert.equal(attemptsAt.get(tempFail), 2);
+  const temp = await outboxRow(tempId);
+  assert.equal(temp.attempts, 2);
+  assert.equal(temp.message_id, `<welcome-${tempId}@mailoffload.test>`);
+
+  await waitUntil(async () => (await outboxRow(permId)).status === 'dead', 10_000, () => `${permFail} marked dead`);
+  const dead = await outboxRow(permId);
+  assert.equal(dead.attempts, 1);
+  assert.match(dead.last_error ?? '', /550/);
+
+  // Proof that the sweeper ran again since: two later rows, left for it, get delivered. The
+  // dead row was due for nothing and no second attempt reached the server.
+  for (let round = 0; round < 2; round++) {
+    const probe = uniqueEmail('probe');
+    await insertPendingEmail('Probe', probe);
+    await waitUntil(() => smtp.to(probe).length === 1, 10_000, () => `the sweeper's email to ${probe}`);
+  }
+  assert.equal(attemptsAt.get(permFail), 1, 'the 550 was not retried');
+  assert.equal(smtp.to(permFail).length, 0);
+  assert.equal((await outboxRow(permId)).status, 'dead');
+});
+
+test('an SMTP server that is down for the first seconds gets the email once it is up', async (t) => {
+  // Reserve a port, then free it: the service starts with nothing listening there.
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port: free } = probe.address() as { port: number };
+      probe.close(() => resolve(free));
+    });
+  });
+  const { app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}`, MAIL_FROM });
+  let smtp: SmtpSink | undefined;
+  t.after(async () => {
+    await app.close();
+    await smtp?.stop();
+  });
+
+  const email = uniqueEmail('patient');
+  await signup(app, email);
+  const outboxId = await outboxRowFor(email);
+  // The first attempt fails with a refused connection and is scheduled for a retry.
+  await waitUntil(async () => {
+    const row = await outboxRow(outboxId);
+    return row.status === 'pending' && row.attempts >= 1;
+  }, 10_000, () => 'a failed first attempt');
+  assert.match((await outboxRow(outboxId)).last_error ?? '', /ECONNECTION|ECONNREFUSED/);
+
+  smtp = await startSmtpSink({}, port);
+  await waitUntil(() => smtp!.to(email).length === 1, 20_000, () => `${email} delivered once the server is up`);
+  await waitUntil(async () => (await outboxRow(outboxId)).status === 'sent');
+  const row = await outboxRow(outboxId);
+  assert.ok(row.attempts >= 2, `attempts = ${row.attempts}`);
+  assert.equal(smtp.to(email).length, 1);
+});
+
+test('2,000 signups with a small in-flight bound: each delivered exactly once, memory bounds never exceeded', async (t) => {
+  const MAX_IN_FLIGHT = 50;
+  const { app, smtp } = await withApp(t, { MAIL_MAX_IN_FLIGHT: String(MAX_IN_FLIGHT), MAIL_BATCH_SIZE: '8', SWEEP_INTERVAL_MS: '100' });
+  const { dispatcher, pool } = app.mailer;
+  const maxQueue = pool.options.maxQueue;
+  assert.equal(typeof maxQueue, 'number');
+
+  let maxInFlight = 0;
+  let maxQueueSize = 0;
+  let samples = 0;
+  const sampler = setInterval(() => {
+    samples++;
+    maxInFlight = Math.max(maxInFlight, dispatcher.inFlight);
+    maxQueueSize = Math.max(maxQueueSize, pool.queueSize);
+  }, 2);
+  t.after(() => clearInterval(sampler));
+
+  const prefix = unique('burst');
+  const emails = Array.from({ length: 2000 }, (_, i) => `${prefix}-${i}@example.com`);
+  let next = 0;
+  const client = async () => {
+    while (next < emails.length) await signup(app, emails[next++]!);
+  };
+  await Promise.all(Array.from({ length: 32 }, client));
+
+  await waitUntil(() => smtp.received.length >= emails.length, 60_000, () => `2000 emails, got ${smtp.received.length}`);
+  await waitUntil(async () => {
+    const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM email_outbox o JOIN users u ON u.id = o.user_id WHERE u.email LIKE $1 AND o.status = 'sent'", [`${prefix}-%`]);
+    return rows[0]!.n === emails.length;
+  }, 20_000, () => 'every outbox row marked sent');
+  clearInterval(sampler);
+
+  const perAddress = new Map<string, number>();
+  for (const mail of smtp.received) for (const rcpt of mail.envelopeTo) perAddress.set(rcpt, (perAddress.get(rcpt) ?? 0) + 1);
+  const notOnce = emails.filter((email) => perAddress.get(email) !== 1);
+  assert.deepEqual(notOnce, [], 'every address received exactly one email');
+  const messageIds = new Set(smtp.received.map((mail) => mail.parsed.messageId));
+  assert.equal(messageIds.size, emails.length, 'Message-IDs are unique');
+
+  assert.ok(samples > 100, `sampled the bounds ${samples} times`);
+  assert.ok(maxInFlight <= MAX_IN_FLIGHT, `dispatcher held ${maxInFlight} jobs, bound ${MAX_IN_FLIGHT}`);
+  assert.ok(maxInFlight > 0, 'the sampler saw work in flight');
+  assert.ok(maxQueueSize <= maxQueue!, `pool queue reached ${maxQueueSize}, bound ${maxQueue}`);
+  const deferred = await app.metrics.signupsDeferred.get();
+  t.diagnostic(`max in flight ${maxInFlight}/${MAX_IN_FLIGHT}, max pool queue ${maxQueueSize}/${maxQueue}, deferred to the sweeper ${deferred.values[0]?.value ?? 0}`);
+});
+
+test('a worker thread that dies mid-task is replaced and its email is retried and delivered', async (t) => {
+  const smtp = await startSmtpSink({ latencyMs: 1000 });
+  const { app } = await withApp(t, { MAIL_WORKERS: '1' }, smtp);
+  const { pool } = app.mailer;
+  const [original] = pool.threads;
+  assert.ok(original);
+
+  const email = uniqueEmail('orphan');
+  await signup(app, email);
+  const outboxId = await outboxRowFor(email);
+  // The message is on the wire and the server is sitting on it: the task is running.
+  await waitUntil(() => smtp.dataStarted >= 1, 10_000, () => 'the first send to reach the server');
+  for (const thread of pool.threads) await thread.terminate();
+
+  await waitUntil(async () => (await outboxRow(outboxId)).status === 'sent', 20_000, () => `${email} sent after the retry`);
+  const row = await outboxRow(outboxId);
+  assert.equal(row.attempts, 2, 'the dead thread\'s attempt failed and a second one succeeded');
+  assert.equal(row.last_error, null);
+  assert.equal(pool.threads.length, 1, 'the pool replaced the thread');
+  assert.notEqual(pool.threads[0], original);
+  // At-least-once: the server may have kept the first copy too; any copy is the same message.
+  const copies = smtp.to(email);
+  assert.ok(copies.length >= 1);
+  for (const copy of copies) assert.equal(copy.parsed.messageId, `<welcome-${outboxId}@mailoffload.test>`);
+});
+
+test('with DKIM configured every message carries a DKIM-Signature for the domain and selector that verifies', async (t) => {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  const { app, smtp } = await withApp(t, { DKIM_DOMAIN: 'mailoffload.test', DKIM_SELECTOR: 'mail2026', DKIM_PRIVATE_KEY: privateKey });
+  const email = uniqueEmail('signed');
+  await signup(app, email);
+  await waitUntil(() => smtp.to(email).length === 1, 10_000, () => `signed email to ${email}`);
+  const raw = smtp.to(email)[0]!.raw;
+
+  const split = raw.indexOf('\r\n\r\n');
+  const headers = raw.slice(0, split).split(/\r\n(?![ \t])/).map((field) => {
+    const colon = field.indexOf(':');
+    return { name: field.slice(0, colon), value: field.slice(colon + 1) };
+  });
+  const signatures = headers.filter((h) => h.name.toLowerCase() === 'dkim-signature');
+  assert.equal(signatures.length, 1, 'one DKIM-Signature header');
+  const signature = signatures[0]!;
+  const tags = new Map(
+    signature.value.split(';').map((tag) => {
+      const eq = tag.indexOf('=');
+      return [tag.slice(0, eq).trim(), tag.slice(eq + 1).replace(/\s+/g, '')] as [string, string];
+    }),
+  );
+  assert.equal(tags.get('d'), 'mailoffload.test');
+  assert.equal(tags.get('s'), 'mail2026');
+  assert.equal(tags.get('a'), 'rsa-sha256');
+  assert.equal(tags.get('c'), 'relaxed/relaxed');
+
+  // RFC 6376 relaxed canonicalization, then the body hash and the RSA signature themselves.
+  const relaxedBody = raw.slice(split + 4).split('\r\n').map((line) => line.replace(/[ \t]+/g, ' ').replace(/ $/, ''));
+  while (relaxedBody.length > 0 && relaxedBody.at(-1) === '') relaxedBody.pop();
+  const bodyHash = createHash('sha256').update(relaxedBody.map((line) => `${line}\r\n`).join('')).digest('base64');
+  assert.equal(tags.get('bh'), bodyHash, 'the body hash matches the body');
+  const relaxedHeader = (h: { name: string; value: string }) => `${h.name.toLowerCase().trim()}:${h.value.replace(/\r\n/g, '').replace(/[ \t]+/g, ' ').trim()}`;
+  const signed = tags.get('h')!.split(':').map((name) => {
+    const field = headers.filter((h) => h.name.toLowerCase() === name).at(-1);
+    assert.ok(field, `signed header ${name} is present`);
+    return `${relaxedHeader(field)}\r\n`;
+  });
+  const unsignedSignature = relaxedHeader({ name: signature.name, value: signature.value.replace(/(\bb=)[^;]*/, '$1') });
+  const verifier = createVerify('RSA-SHA256');
+  verifier.update(signed.join('') + unsignedSignature);
+  assert.ok(verifier.verify(publicKey, tags.get('b')!, 'base64'), 'the signature verifies with the public key');
+});
