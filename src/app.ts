@@ -14,6 +14,7 @@ import { Metrics } from './metrics.js';
 import database from './plugins/database.js';
 import lifecycle from './plugins/lifecycle.js';
 import mailer from './plugins/mailer.js';
+import rateLimit from './plugins/rate-limit.js';
 import healthcheck from './routes/healthcheck.js';
 import users from './routes/users.js';
 
@@ -39,14 +40,25 @@ export async function buildApp(config: Config, logger: Logger) {
     return503OnClosing: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
+    // Hardening (issue 6): X-Forwarded-For only from the proxies TRUST_PROXY names; a keep-alive
+    // socket is closed after MAX_REQUESTS_PER_SOCKET requests (0: no cap).
+    trustProxy: config.http.trustProxy as boolean | number | string[],
+    maxRequestsPerSocket: config.http.maxRequestsPerSocket,
+    // Node checks the header and request timeouts on a timer (default every 30 s, which would let
+    // a slowloris client hold a socket for up to 35 s): check every second instead.
+    http: { connectionsCheckingInterval: 1_000 },
     // Unknown fields and wrong types are errors (400), not silently dropped or coerced.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
-  // Slow clients: the headers must arrive within 5 s (slowloris).
-  app.server.headersTimeout = 5_000;
+  // Slow clients: the headers must arrive within HEADERS_TIMEOUT_MS, default 5 s (slowloris).
+  app.server.headersTimeout = config.http.headersTimeoutMs;
+  // Past the cap, Node destroys new sockets at once instead of letting them exhaust file
+  // descriptors and memory (0: no cap).
+  if (config.http.maxConnections > 0) app.server.maxConnections = config.http.maxConnections;
 
   const metrics = new Metrics({ defaultMetrics: config.metricsEnabled });
   app.decorate('metrics', metrics);
+  app.addHook('onClose', async () => metrics.close());
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler((_request, reply) => {
     const notFound = errors.notFound();
@@ -74,6 +86,7 @@ export async function buildApp(config: Config, logger: Logger) {
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
+  await app.register(rateLimit, { config, routes: ['POST /v1/users'] });
   await app.register(healthcheck);
   await app.register(users, { config, metrics });
   return app;

@@ -4,6 +4,8 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { MailResult } from './mail/contract.js';
 
+const EVENT_LOOP_SAMPLE_MS = 10;
+
 export class Metrics {
   readonly registry = new Registry();
 
@@ -32,10 +34,52 @@ export class Metrics {
     registers: [this.registry],
   });
   readonly lastDrainSeconds = new Gauge({ name: 'mailoffload_last_drain_duration_seconds', help: 'Duration of the last shutdown drain', registers: [this.registry] });
+  readonly emailsRetried = new Counter({
+    name: 'mailoffload_emails_retried_total',
+    help: 'Failed sends scheduled for another attempt, by error code',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly emailsDead = new Counter({
+    name: 'mailoffload_emails_dead_total',
+    help: 'Emails given up on (permanent error or attempts exhausted), by error code',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  // prom-client's nodejs_eventloop_lag_p99_seconds samples every 10 ms and reports the whole
+  // interval (an idle loop reads about 0.011 s) and resets at each scrape, so two scrapers
+  // disturb each other. This histogram records only the excess delay of a 10 ms timer and is
+  // cumulative, so any window's p99 can be computed from two scrapes.
+  readonly eventLoopDelay = new Histogram({
+    name: 'mailoffload_eventloop_delay_seconds',
+    help: 'How late a 10 ms timer on the API thread fires (event-loop delay)',
+    buckets: [0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  #eventLoopTimer: NodeJS.Timeout | undefined;
 
   constructor(options: { defaultMetrics: boolean }) {
-    // Default process metrics include nodejs_eventloop_lag_* and the heap/RSS figures.
-    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+    // Default process metrics include nodejs_eventloop_lag_*, process_cpu_seconds_total
+    // (process.cpuUsage(): every thread of the process, workers included) and RSS.
+    if (options.defaultMetrics) {
+      collectDefaultMetrics({ register: this.registry });
+      let expected = performance.now() + EVENT_LOOP_SAMPLE_MS;
+      this.#eventLoopTimer = setInterval(() => {
+        const now = performance.now();
+        this.eventLoopDelay.observe(Math.max(0, now - expected) / 1000);
+        expected = now + EVENT_LOOP_SAMPLE_MS;
+      }, EVENT_LOOP_SAMPLE_MS).unref();
+    }
+  }
+
+  /** Stops the event-loop sampler. Safe to call twice. */
+  close(): void {
+    clearInterval(this.#eventLoopTimer);
+  }
+
+  /** A failed send's fate, once the outbox has recorded it. */
+  observeOutcome(status: 'pending' | 'dead', reason: string | undefined): void {
+    (status === 'dead' ? this.emailsDead : this.emailsRetried).inc({ reason: reason ?? 'unknown' });
   }
 
   observeBatch(results: readonly MailResult[], seconds: number): void {

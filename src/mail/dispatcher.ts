@@ -135,6 +135,7 @@ export class Dispatcher {
     for (const outcome of outcomes) {
       const failure = byId.get(outcome.outboxId);
       const fields = { outboxId: outcome.outboxId, attempt: outcome.attempts, code: failure?.code, responseCode: failure?.responseCode };
+      this.metrics.observeOutcome(outcome.status, failure?.code);
       if (outcome.status === 'dead') this.log.error(fields, 'email gave up: marked dead');
       else this.log.warn(fields, 'email failed; retry scheduled');
     }
