@@ -1,0 +1,230 @@
+// `npm run drill`: a rolling redeploy under load. One shared database, one SMTP sink; each
+// cycle starts a new instance on its own port, waits until its healthcheck answers 200,
+// routes new signups to it, then signals the old one (SIGTERM, or SIGKILL with --kill) while
+// the traffic continues. At the end: every 202 must have its welcome email at the sink.
+//
+//   npm run drill -- [--cycles 5] [--kill] [--connections 20] [--interval 3]
+//                    [--argon2-memory-kib N --argon2-iterations N] [--drain-timeout 120]
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { createLogger } from '../src/logger.js';
+import {
+  awaitDelivery, exitCodeOf, fmt, printTable, sleep, startService, startSink, stopService, summaryLine, tempDataDir, waitUntil, type Service, type Sink,
+} from './common.js';
+
+const { values: args } = parseArgs({
+  options: {
+    cycles: { type: 'string', default: '5' },
+    kill: { type: 'boolean', default: false },
+    connections: { type: 'string', default: '20' },
+    interval: { type: 'string', default: '3' },
+    'argon2-memory-kib': { type: 'string' },
+    'argon2-iterations': { type: 'string' },
+    'lease-ms': { type: 'string' },
+    'drain-timeout': { type: 'string', default: '120' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(`usage: npm run drill -- [--cycles K] [--kill] [--connections N] [--interval S]
+  [--argon2-memory-kib N] [--argon2-iterations N] [--lease-ms MS] [--drain-timeout S]
+env: DATABASE_URL (shared database; default: an embedded PostgreSQL started by the drill),
+SMTP_URL is not supported: the drill checks delivery at its own SMTP sink\n`);
+  process.exit(0);
+}
+if (process.env.SMTP_URL) {
+  process.stderr.write('drill: SMTP_URL is ignored: the drill checks every 202 at its own SMTP sink\n');
+}
+
+const cycles = Number(args.cycles);
+const connections = Number(args.connections);
+const intervalMs = Number(args.interval) * 1000;
+const signal: NodeJS.Signals = args.kill ? 'SIGKILL' : 'SIGTERM';
+// After a SIGKILL the dead instance's leased emails wait for their lease to expire (60 s by
+// default); a short lease lets the survivors recover them within the drill.
+const leaseMs = args['lease-ms'] ?? (args.kill ? '5000' : undefined);
+const drainTimeoutMs = Number(args['drain-timeout']) * 1000;
+const log = createLogger('warn');
+
+interface Instance {
+  readonly service: Service;
+  readonly index: number;
+  served: number;
+  signal?: NodeJS.Signals;
+  exit?: string;
+  drainMs?: number;
+  pendingAtShutdown?: number;
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+async function cleanup(): Promise<void> {
+  for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => undefined);
+}
+process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+const instances: Instance[] = [];
+let current: Instance | undefined;
+const accepted = new Set<string>();
+const statusCounts: Record<string, number> = {};
+let requestErrors = 0;
+let sent = 0;
+
+try {
+  let databaseUrl = process.env.DATABASE_URL;
+  if (!databaseUrl) {
+    const pgDir = tempDataDir('drill-pg');
+    cleanups.push(() => pgDir.remove());
+    const embedded = await startEmbeddedPostgres(pgDir.dir, log);
+    cleanups.push(() => embedded.stop());
+    databaseUrl = embedded.url;
+  }
+  const sink: Sink = await startSink();
+  cleanups.push(() => sink.stop());
+  const dataDir = tempDataDir('drill');
+  cleanups.push(() => dataDir.remove());
+
+  const env = {
+    DATABASE_URL: databaseUrl,
+    SMTP_URL: sink.url,
+    DATA_DIR: dataDir.dir,
+    ...(args['argon2-memory-kib'] ? { ARGON2_MEMORY_KIB: args['argon2-memory-kib'] } : {}),
+    ...(args['argon2-iterations'] ? { ARGON2_ITERATIONS: args['argon2-iterations'] } : {}),
+    ...(leaseMs ? { MAIL_LEASE_MS: leaseMs } : {}),
+  };
+  process.stderr.write(
+    `drill: ${cycles} cycles, ${signal} to the old instance, ${connections} concurrent signups, ${intervalMs / 1000} s between cycles; ` +
+      `argon2id ${args['argon2-memory-kib'] ?? '19456 (default)'} KiB / ${args['argon2-iterations'] ?? '2 (default)'} iterations` +
+      (leaseMs ? `; MAIL_LEASE_MS=${leaseMs}${args.kill && !args['lease-ms'] ? ' (short, so a killed instance\'s emails are recovered within the drill)' : ''}` : '') +
+      '; rate limiting off on every instance (RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n',
+  );
+
+  const launch = async (index: number): Promise<Instance> => {
+    const service = await startService(env, `instance-${index}`);
+    const instance: Instance = { service, index, served: 0 };
+    instances.push(instance);
+    cleanups.push(() => stopService(service));
+    const ready = await waitUntil(async () => {
+      const response = await fetch(`${service.url}/v1/healthcheck`).catch(() => undefined);
+      return response?.status === 200;
+    }, 30_000, 50);
+    if (!ready) throw new Error(`instance-${index} never answered its healthcheck with 200`);
+    return instance;
+  };
+
+  // Traffic: a bounded-concurrency loop of signups, each sent to the newest ready instance.
+  const runId = `drill-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+  let running = true;
+  const client = async () => {
+    while (running) {
+      const target = current!;
+      const email = `${runId}-${++sent}@loadtest.example`;
+      try {
+        const response = await fetch(`${target.service.url}/v1/users`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ name: `Drill ${sent}`, email, password: 'correct horse battery staple' }),
+          signal: AbortSignal.timeout(30_000),
+        });
+        await response.arrayBuffer();
+        statusCounts[response.status] = (statusCounts[response.status] ?? 0) + 1;
+        if (response.status === 202) {
+          accepted.add(email);
+          target.served++;
+        }
+      } catch {
+        // A connection cut by SIGKILL or a closing server: no 202, so nothing is owed.
+        requestErrors++;
+      }
+    }
+  };
+
+  current = await launch(0);
+  const clients = Array.from({ length: connections }, () => client());
+  let ticker = setInterval(() => process.stderr.write(`  sent=${sent} accepted=${accepted.size} instance=${current!.index}\n`), 1000);
+  cleanups.push(() => clearInterval(ticker));
+
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    await sleep(intervalMs);
+    const old = current!;
+    const next = await launch(cycle);
+    current = next;
+    old.signal = signal;
+    process.stderr.write(`drill: cycle ${cycle}: instance-${next.index} ready on port ${next.service.port}; ${signal} to instance-${old.index}\n`);
+    old.service.child.kill(signal);
+    // Not awaited: the old instance drains while the traffic goes on.
+    void old.service.exited.then((exit) => {
+      old.exit = exitCodeOf(exit);
+      const stopped = old.service.logs.find((line) => line.msg === 'stopped server');
+      const completing = old.service.logs.find((line) => line.msg === 'completing background tasks');
+      if (stopped) old.drainMs = Number(stopped.drainMs);
+      if (completing) old.pendingAtShutdown = Number(completing.pending);
+    });
+  }
+  await sleep(intervalMs);
+  running = false;
+  await Promise.all(clients);
+  clearInterval(ticker);
+  const loadEndedAt = Date.now();
+
+  // Every signalled instance must have exited (bounded by its drain deadline).
+  await Promise.race([Promise.all(instances.filter((i) => i.signal).map((i) => i.service.exited)), sleep(45_000)]);
+
+  process.stderr.write(`drill: traffic stopped; waiting up to ${drainTimeoutMs / 1000} s for ${accepted.size} welcome emails\n`);
+  const delivery = await awaitDelivery(sink, accepted, loadEndedAt, drainTimeoutMs);
+
+  // The last instance is retired cleanly too.
+  const last = current!;
+  last.signal = 'SIGTERM';
+  await stopService(last.service);
+  await sleep(50);
+  const lastExit = await last.service.exited;
+  last.exit = exitCodeOf(lastExit);
+  const stopped = last.service.logs.find((line) => line.msg === 'stopped server');
+  if (stopped) last.drainMs = Number(stopped.drainMs);
+  const completing = last.service.logs.find((line) => line.msg === 'completing background tasks');
+  if (completing) last.pendingAtShutdown = Number(completing.pending);
+
+  const expectedExit = (instance: Instance) => (instance.signal === 'SIGKILL' ? instance.exit === 'signal SIGKILL' : instance.exit === '0');
+  const badExits = instances.filter((i) => !expectedExit(i)).length;
+
+  printTable('drill: instances', instances.map((i) => [
+    `instance-${i.index} (port ${i.service.port})`,
+    `202s served=${i.served} signal=${i.signal ?? '-'} exit=${i.exit ?? 'still running'} ` +
+      `drain=${i.drainMs !== undefined ? `${i.drainMs} ms` : i.signal === 'SIGKILL' ? 'n/a (killed)' : 'n/a'}` +
+      (i.pendingAtShutdown !== undefined ? ` pending-at-shutdown=${i.pendingAtShutdown}` : ''),
+  ]));
+  const non2xx = Object.fromEntries(Object.entries(statusCounts).filter(([code]) => !code.startsWith('2')));
+  printTable(`drill: ${cycles} cycles with ${signal}`, [
+    ['signups sent', String(sent)],
+    ['accepted (202)', String(accepted.size)],
+    ['non-2xx by status', Object.keys(non2xx).length ? JSON.stringify(non2xx) : 'none'],
+    ['connection errors', String(requestErrors)],
+    ['delivered', String(delivery.delivered)],
+    ['lost', String(delivery.lost)],
+    ['duplicates', String(delivery.duplicates)],
+    ['emails for requests without a 202', `${delivery.extra} (the response was cut, the signup had committed)`],
+    ['drain after traffic stopped', delivery.drainMs === undefined ? `not drained within ${drainTimeoutMs / 1000} s` : `${fmt(delivery.drainMs / 1000, 2)} s`],
+    ['instances with an unexpected exit', String(badExits)],
+  ]);
+  const drains = instances.filter((i) => i.drainMs !== undefined).map((i) => i.drainMs!);
+  process.stdout.write(
+    `\n${summaryLine({
+      cycles,
+      signal,
+      accepted: accepted.size,
+      delivered: delivery.delivered,
+      lost: delivery.lost,
+      duplicates: delivery.duplicates,
+      max_drain_ms: drains.length ? Math.max(...drains) : undefined,
+      bad_exits: badExits,
+    })}\n`,
+  );
+  await cleanup();
+  process.exit(delivery.lost > 0 || badExits > 0 ? 1 : 0);
+} catch (error) {
+  process.stderr.write(`drill: ${error instanceof Error ? error.stack : String(error)}\n`);
+  for (const i of instances) process.stderr.write(`instance-${i.index} stderr: ${i.service.stderr.join('').slice(-500)}\n`);
+  await cleanup();
+  process.exit(2);
+}

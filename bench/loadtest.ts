@@ -1,0 +1,280 @@
+// `npm run loadtest`: signups under load, then the proof that each accepted one got its email.
+//
+//   npm run loadtest -- [--connections 50] [--duration 10] [--out loadtest-result.json]
+//                       [--argon2-memory-kib N --argon2-iterations N] [--drain-timeout 120]
+//                       [--url http://host:port]  (with DATABASE_URL for the delivery check)
+//                       [--burst 20000 --stall-smtp [--stall-ms 5000]]  (the memory check)
+//
+// By default it boots the built service (dist/src/server.js) on its embedded defaults in a
+// temporary DATA_DIR, with its own SMTP sink (a child process) unless SMTP_URL is given.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { createLogger } from '../src/logger.js';
+import {
+  awaitDelivery, fmt, mib, printTable, runLoad, RssSampler, startService, startSink, stopService, summaryLine, tempDataDir, waitUntil, exitCodeOf,
+  type Delivery, type Service, type Sink,
+} from './common.js';
+import { histogramQuantile, scrape, type Scrape } from './prom.js';
+
+const { values: args } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '50' },
+    duration: { type: 'string', default: '10' },
+    url: { type: 'string' },
+    out: { type: 'string', default: 'loadtest-result.json' },
+    'argon2-memory-kib': { type: 'string' },
+    'argon2-iterations': { type: 'string' },
+    'drain-timeout': { type: 'string', default: '120' },
+    burst: { type: 'string' },
+    'stall-smtp': { type: 'boolean', default: false },
+    'stall-ms': { type: 'string', default: '5000' },
+    workers: { type: 'string' },
+    help: { type: 'boolean', default: false },
+  },
+});
+if (args.help) {
+  process.stdout.write(`usage: npm run loadtest -- [--connections N] [--duration S] [--url URL] [--out FILE]
+  [--argon2-memory-kib N] [--argon2-iterations N] [--drain-timeout S] [--workers N]
+  [--burst N] [--stall-smtp] [--stall-ms MS]
+env: SMTP_URL (use this SMTP server instead of the tool's sink; delivery is then checked in the
+database), DATABASE_URL (the database the service uses; required with --url)\n`);
+  process.exit(0);
+}
+
+const connections = Number(args.connections);
+const durationS = Number(args.duration);
+const burst = args.burst !== undefined ? Number(args.burst) : undefined;
+const drainTimeoutMs = Number(args['drain-timeout']) * 1000;
+const stall = args['stall-smtp'];
+const stallMs = Number(args['stall-ms']);
+const external = args.url !== undefined;
+const log = createLogger('warn');
+
+if (stall && (external || process.env.SMTP_URL)) fail('--stall-smtp needs the tool\'s own SMTP sink (no --url, no SMTP_URL)');
+if (external && !process.env.DATABASE_URL) fail('--url needs DATABASE_URL (the target\'s database) for the delivery check');
+
+// Argon2: the DESIGN default (OWASP's minimum) unless given. The burst measures memory under a
+// stalled SMTP server, not hashing: it lowers the cost unless told otherwise, and says so.
+const defaultArgon2 = burst !== undefined ? { memoryKib: '64', iterations: '1' } : undefined;
+const argon2Memory = args['argon2-memory-kib'] ?? defaultArgon2?.memoryKib;
+const argon2Iterations = args['argon2-iterations'] ?? defaultArgon2?.iterations;
+const argon2Text = external
+  ? 'whatever the target is configured with'
+  : `${argon2Memory ?? '19456 (default)'} KiB, ${argon2Iterations ?? '2 (default)'} iterations` + (defaultArgon2 && !args['argon2-memory-kib'] ? ' (lowered for the burst: memory, not hashing, is measured)' : '');
+
+function fail(message: string): never {
+  process.stderr.write(`loadtest: ${message}\n`);
+  process.exit(2);
+}
+
+const cleanups: (() => Promise<void> | void)[] = [];
+async function cleanup(): Promise<void> {
+  for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => undefined);
+}
+process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+
+let sink: Sink | undefined;
+let service: Service | undefined;
+let baseUrl: string;
+let databaseUrl = process.env.DATABASE_URL;
+
+try {
+  if (!external) {
+    const dataDir = tempDataDir('loadtest');
+    cleanups.push(() => dataDir.remove());
+    if (!process.env.SMTP_URL) {
+      sink = await startSink();
+      cleanups.push(() => sink!.stop());
+    } else if (!databaseUrl) {
+      // Delivery goes to a server we cannot see into: check it in the database, which must
+      // then be one we can reach. Start our own embedded PostgreSQL for the service.
+      const pgDir = tempDataDir('loadtest-pg');
+      cleanups.push(() => pgDir.remove());
+      const embedded: EmbeddedPostgres = await startEmbeddedPostgres(pgDir.dir, log);
+      cleanups.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+    }
+    process.stderr.write('loadtest: starting the service (rate limiting off for this instance: RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n');
+    service = await startService({
+      DATA_DIR: dataDir.dir,
+      SMTP_URL: sink?.url ?? process.env.SMTP_URL,
+      ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
+      ...(argon2Memory ? { ARGON2_MEMORY_KIB: argon2Memory } : {}),
+      ...(argon2Iterations ? { ARGON2_ITERATIONS: argon2Iterations } : {}),
+      ...(args.workers ? { MAIL_WORKERS: args.workers } : {}),
+      PORT: '0',
+    }, 'service');
+    cleanups.push(() => stopService(service!));
+    baseUrl = service.url;
+  } else {
+    baseUrl = args.url!.replace(/\/$/, '');
+    process.stderr.write('loadtest: targeting an external service: make sure its rate limits allow this load (RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n');
+  }
+
+  const bootRss = service ? new RssSampler(service.pid).stop() : undefined;
+  const before = await scrape(baseUrl);
+  // Peak RSS: /proc for our child; the service's own process_resident_memory_bytes for --url.
+  // Peak outbox backlog from the metrics, once a second.
+  const rss = service ? new RssSampler(service.pid) : undefined;
+  let peakRssFromMetrics = 0;
+  let peakPending = 0;
+  let peakInFlight = 0;
+  let watching = true;
+  const watcher = (async () => {
+    while (watching) {
+      const m = await scrape(baseUrl).catch(() => undefined);
+      if (m) {
+        peakRssFromMetrics = Math.max(peakRssFromMetrics, m.value('process_resident_memory_bytes') ?? 0);
+        peakPending = Math.max(peakPending, m.value('mailoffload_outbox_pending') ?? 0);
+        peakInFlight = Math.max(peakInFlight, m.value('mailoffload_emails_in_flight') ?? 0);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  })();
+
+  if (stall) sink!.stall();
+  const mode = burst !== undefined ? `burst of ${burst} signups` : `${durationS} s`;
+  process.stderr.write(`loadtest: POST /v1/users, ${connections} connections, ${mode}${stall ? ', SMTP stalled' : ''}; argon2id ${argon2Text}\n`);
+  const loadStarted = Date.now();
+  const load = await runLoad({ target: baseUrl, connections, ...(burst !== undefined ? { amount: burst } : { durationS }), prefix: 'lt', progress: true });
+  const loadEndedAt = Date.now();
+  const afterLoad: Scrape = await scrape(baseUrl);
+
+  let stallRss: number | undefined;
+  if (stall) {
+    process.stderr.write(`loadtest: load done; SMTP stays stalled for ${stallMs} ms more, then recovers\n`);
+    await new Promise((resolve) => setTimeout(resolve, stallMs));
+    stallRss = rss?.peakBytes;
+    sink!.resume();
+  }
+
+  process.stderr.write(`loadtest: waiting up to ${drainTimeoutMs / 1000} s for ${load.accepted.size} welcome emails\n`);
+  let delivery: Delivery;
+  if (sink) {
+    delivery = await awaitDelivery(sink, load.accepted, stall ? Date.now() : loadEndedAt, drainTimeoutMs);
+  } else {
+    delivery = await deliveryFromDatabase(databaseUrl!, load.accepted, loadEndedAt, drainTimeoutMs);
+  }
+  watching = false;
+  await watcher;
+  const afterDrain = await scrape(baseUrl).catch(() => undefined);
+  const peakRss = rss?.stop() ?? peakRssFromMetrics;
+
+  let exit: string | undefined;
+  if (service) {
+    await stopService(service);
+    exit = exitCodeOf(await service.exited);
+  }
+
+  const r = load.result;
+  const non2xx = Object.fromEntries(Object.entries(load.statusCounts).filter(([code]) => !code.startsWith('2')));
+  const loopP99 = histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, afterLoad, before);
+  const loopMax = maxObserved('mailoffload_eventloop_delay_seconds', afterLoad, before);
+  const cpuS = (afterDrain?.value('process_cpu_seconds_total') ?? NaN) - (before.value('process_cpu_seconds_total') ?? NaN);
+  const result = {
+    mode: burst !== undefined ? 'burst' : 'duration',
+    target: external ? baseUrl : 'local service (dist/src/server.js)',
+    connections,
+    durationS: (loadEndedAt - loadStarted) / 1000,
+    burst: burst ?? null,
+    smtpStalled: stall,
+    argon2: argon2Text,
+    requests: r.requests.total,
+    requestsPerSecond: r.requests.total / ((loadEndedAt - loadStarted) / 1000),
+    latencyMs: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
+    non2xxByStatus: non2xx,
+    connectionErrors: load.errors,
+    accepted: load.accepted.size,
+    delivered: delivery.delivered,
+    lost: delivery.lost,
+    duplicates: delivery.duplicates,
+    drainMs: delivery.drainMs ?? null,
+    eventLoopDelayP99Ms: loopP99 === undefined ? null : loopP99 * 1000,
+    eventLoopDelayMaxBucketMs: loopMax === undefined ? null : loopMax * 1000,
+    peakRssMiB: mib(peakRss),
+    bootRssMiB: mib(bootRss),
+    rssDuringStallMiB: mib(stallRss),
+    peakOutboxPending: peakPending,
+    peakEmailsInFlight: peakInFlight,
+    serviceCpuSeconds: Number.isNaN(cpuS) ? null : cpuS,
+    serviceExit: exit ?? null,
+  };
+
+  printTable(`loadtest: ${mode}, ${connections} connections${stall ? `, SMTP stalled until ${stallMs} ms after the burst` : ''}`, [
+    ['argon2id cost', argon2Text],
+    ['requests', `${result.requests} in ${fmt(result.durationS, 1)} s`],
+    ['requests/s', fmt(result.requestsPerSecond, 0)],
+    ['latency p50/p90/p99/max', `${r.latency.p50} / ${r.latency.p90} / ${r.latency.p99} / ${r.latency.max} ms`],
+    ['non-2xx by status', Object.keys(non2xx).length ? JSON.stringify(non2xx) : 'none'],
+    ['connection errors/timeouts', String(load.errors)],
+    ['signups accepted (202)', String(result.accepted)],
+    ['emails delivered', String(result.delivered)],
+    ['lost', String(result.lost)],
+    ['duplicates', sink ? String(result.duplicates) : 'unknown (checked in the database, not at the SMTP server)'],
+    [stall ? 'drain after SMTP recovered' : 'outbox drain after load', delivery.drainMs === undefined ? `not drained within ${drainTimeoutMs / 1000} s` : `${fmt(delivery.drainMs / 1000, 2)} s`],
+    ['API event-loop delay p99', loopP99 === undefined ? 'n/a' : `${fmt(loopP99 * 1000, 2)} ms (mailoffload_eventloop_delay_seconds, during the load)`],
+    ['peak RSS of the service', `${fmt(mib(peakRss), 0)} MiB${bootRss ? ` (after boot: ${fmt(mib(bootRss), 0)} MiB)` : ''}`],
+    ...(stall ? ([['peak outbox pending', String(peakPending)], ['peak emails in flight (memory)', String(peakInFlight)]] as [string, string][]) : []),
+    ['service CPU (all threads)', Number.isNaN(cpuS) ? 'n/a' : `${fmt(cpuS, 2)} s (process_cpu_seconds_total)`],
+    ...(exit !== undefined ? ([['service exit (SIGTERM)', exit]] as [string, string][]) : []),
+  ]);
+  writeFileSync(args.out!, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`\nwrote ${args.out}\n`);
+  process.stdout.write(
+    `${summaryLine({
+      rps: result.requestsPerSecond,
+      p99_ms: r.latency.p99,
+      accepted: result.accepted,
+      delivered: result.delivered,
+      lost: result.lost,
+      duplicates: sink ? result.duplicates : 'unknown',
+      drain_s: delivery.drainMs === undefined ? undefined : delivery.drainMs / 1000,
+      eventloop_p99_ms: result.eventLoopDelayP99Ms ?? undefined,
+      peak_rss_mib: result.peakRssMiB,
+    })}\n`,
+  );
+  await cleanup();
+  process.exit(result.lost > 0 ? 1 : 0);
+} catch (error) {
+  process.stderr.write(`loadtest: ${error instanceof Error ? error.stack : String(error)}\n`);
+  if (service) process.stderr.write(`service stderr: ${service.stderr.join('').slice(-1000)}\n`);
+  await cleanup();
+  process.exit(2);
+}
+
+/** The upper bound of the highest non-empty bucket in the window. */
+function maxObserved(name: string, after: Scrape, before: Scrape): number | undefined {
+  const end = after.buckets(name);
+  const start = before.buckets(name);
+  let previous = 0;
+  let max: number | undefined;
+  for (const le of [...end.keys()].sort((a, b) => a - b)) {
+    const count = (end.get(le) ?? 0) - (start.get(le) ?? 0);
+    if (count > previous) max = le;
+    previous = count;
+  }
+  return max;
+}
+
+/** Delivery read from the outbox (status sent) when we cannot see the SMTP server. */
+async function deliveryFromDatabase(url: string, accepted: ReadonlySet<string>, loadEndedAt: number, timeoutMs: number): Promise<Delivery> {
+  const pool = new pg.Pool({ connectionString: url, max: 2 });
+  const emails = [...accepted];
+  let delivered = 0;
+  try {
+    const done = await waitUntil(async () => {
+      const { rows } = await pool.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM email_outbox o JOIN users u ON u.id = o.user_id
+          WHERE o.status = 'sent' AND u.email = ANY($1::citext[])`,
+        [emails],
+      );
+      delivered = rows[0]!.n;
+      return delivered >= emails.length;
+    }, timeoutMs, 500);
+    return { delivered, lost: emails.length - delivered, duplicates: 0, drainMs: done ? Date.now() - loadEndedAt : undefined, extra: 0 };
+  } finally {
+    await pool.end();
+  }
+}
