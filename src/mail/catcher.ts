@@ -1,7 +1,7 @@
 // The built-in mail catcher, used when SMTP_URL is unset: an smtp-server on a loopback port
 // that saves each message as an .eml file, so `npm start` works with no mail server and a
 // developer can read the welcome email a signup produced.
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Log } from '../logger.js';
@@ -25,10 +25,18 @@ export async function startMailCatcher(mailbox: string, log: Log): Promise<MailC
     size: 10 * 1024 * 1024,
     onData(stream, session, callback) {
       const file = path.join(mailbox, `${new Date().toISOString().replace(/[:.]/g, '-')}-${String(++sequence).padStart(6, '0')}.eml`);
-      pipeline(stream, createWriteStream(file)).then(
-        () => callback(),
-        (error: Error) => callback(error),
-      );
+      // Written under a temporary name and renamed when complete: whoever reads the newest
+      // .eml (`ls -t .data/mailbox | head -1`) never sees half a message.
+      const partial = `${file}.part`;
+      pipeline(stream, createWriteStream(partial))
+        .then(() => renameSync(partial, file))
+        .then(
+          () => callback(),
+          (error: Error) => {
+            rmSync(partial, { force: true });
+            callback(error);
+          },
+        );
     },
   });
   server.on('error', (err) => log.warn({ err }, 'mail catcher error'));
