@@ -146,6 +146,7 @@ describe('POST /v1/users', () => {
     { title: 'email without @', body: () => ({ name: 'N', email: 'user.example.com', password: PASSWORD }), error: { email: 'must be a valid email address' } },
     { title: 'email with a space', body: () => ({ name: 'N', email: 'us er@example.com', password: PASSWORD }), error: { email: 'must be a valid email address' } },
     { title: 'email with CR/LF', body: () => ({ name: 'N', email: 'user@example.com\r\nBcc: x@example.com', password: PASSWORD }), error: { email: 'must be a valid email address' } },
+    { title: 'email of 255 bytes', body: () => ({ name: 'N', email: `${'a'.repeat(64)}@${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(62)}`, password: PASSWORD }), error: { email: 'must be a valid email address' } },
     { title: 'email with an empty domain', body: () => ({ name: 'N', email: 'user@', password: PASSWORD }), error: { email: 'must be a valid email address' } },
     { title: 'password missing', body: () => ({ name: 'N', email: uniqueEmail() }), error: { password: 'must be provided' } },
     { title: 'password of 7 bytes', body: () => ({ name: 'N', email: uniqueEmail(), password: '1234567' }), error: { password: 'must be at least 8 bytes long' } },
@@ -184,6 +185,14 @@ describe('POST /v1/users', () => {
       assert.ok(await verifyPassword(row.password_hash, password));
     });
   }
+
+  test('202 at the limit: email of exactly 254 bytes', async () => {
+    const email = `${unique('e').slice(0, 20).padEnd(64, 'a')}@${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`;
+    assert.equal(Buffer.byteLength(email), 254);
+    const response = await signup({ name: 'N', email, password: PASSWORD });
+    assert.equal(response.statusCode, 202, response.body);
+    assert.equal((await userRow(email))?.email, email);
+  });
 
   test('duplicate email: 422 with the exact message, and the first user is untouched', async () => {
     const email = uniqueEmail('dup');
