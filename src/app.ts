@@ -15,6 +15,7 @@ import database from './plugins/database.js';
 import lifecycle from './plugins/lifecycle.js';
 import mailer from './plugins/mailer.js';
 import rateLimit from './plugins/rate-limit.js';
+import socketLimits from './plugins/socket-limits.js';
 import healthcheck from './routes/healthcheck.js';
 import users from './routes/users.js';
 
@@ -42,7 +43,7 @@ export async function buildApp(config: Config, logger: Logger) {
     onConstructorPoisoning: 'error',
     // Hardening (issue 6): X-Forwarded-For only from the proxies TRUST_PROXY names; a keep-alive
     // socket is closed after MAX_REQUESTS_PER_SOCKET requests (0: no cap).
-    trustProxy: config.http.trustProxy as boolean | number | string[],
+    trustProxy: config.http.trustProxy,
     maxRequestsPerSocket: config.http.maxRequestsPerSocket,
     // Node checks the header and request timeouts on a timer (default every 30 s, which would let
     // a slowloris client hold a socket for up to 35 s): check every second instead.
@@ -66,6 +67,7 @@ export async function buildApp(config: Config, logger: Logger) {
   });
 
   await app.register(lifecycle);
+  await app.register(socketLimits, { maxRequestsPerSocket: config.http.maxRequestsPerSocket });
   await app.register(database, { config });
   await app.register(mailer, { config, metrics });
 

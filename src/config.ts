@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import envSchema from 'env-schema';
+import { parseTrustProxy, smtpPolicy, type TrustProxy } from './security.js';
 
 /** One row per variable: its JSON schema and the sentence that says what it accepts. */
 const variables = {
@@ -23,6 +24,7 @@ const variables = {
   MAIL_RETRY_MAX_MS: { schema: { type: 'integer', minimum: 1, maximum: 86400000, default: 3600000 }, accepts: 'an integer of milliseconds from 1 to 86400000' },
   MAIL_LEASE_MS: { schema: { type: 'integer', minimum: 100, maximum: 3600000, default: 60000 }, accepts: 'an integer of milliseconds from 100 to 3600000' },
   MAIL_SEND_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
+  MAIL_WORKER_NICE: { schema: { type: 'integer', minimum: 0, maximum: 19, default: 10 }, accepts: 'an integer from 0 to 19 (the mail threads\' nice value on Linux)' },
   SWEEP_INTERVAL_MS: { schema: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 }, accepts: 'an integer of milliseconds from 10 to 600000' },
   SHUTDOWN_TIMEOUT_MS: { schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 25000 }, accepts: 'an integer of milliseconds from 0 to 3600000' },
   LOG_LEVEL: { schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' }, accepts: 'one of fatal, error, warn, info, debug, trace, silent' },
@@ -32,6 +34,14 @@ const variables = {
   DKIM_SELECTOR: { schema: { type: 'string', minLength: 1 }, accepts: 'a DKIM selector' },
   DKIM_PRIVATE_KEY: { schema: { type: 'string', minLength: 1 }, accepts: 'a PEM private key, or the path of a PEM file' },
   METRICS_ENABLED: { schema: { type: 'boolean', default: true }, accepts: 'true or false' },
+  // Hardening (issue 6). 0 disables a limit.
+  RATE_LIMIT_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 60 }, accepts: 'an integer from 0 (off) to 1000000 (signups per client address per minute)' },
+  RATE_LIMIT_GLOBAL_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 10000000, default: 6000 }, accepts: 'an integer from 0 (off) to 10000000 (signups per minute, all clients together)' },
+  TRUST_PROXY: { schema: { type: 'string' }, accepts: 'false, true, or a comma list of proxy IPs/CIDRs (or loopback, linklocal, uniquelocal)' },
+  MAX_CONNECTIONS: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 4096 }, accepts: 'an integer from 0 (no cap) to 1000000' },
+  MAX_REQUESTS_PER_SOCKET: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 }, accepts: 'an integer from 0 (no cap) to 1000000' },
+  HEADERS_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 10000, default: 5000 }, accepts: 'an integer of milliseconds from 100 to 10000 (at most the 10 s request timeout)' },
+  SMTP_ALLOW_INSECURE: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
 } as const;
 
 type VariableName = keyof typeof variables;
@@ -62,6 +72,8 @@ export interface Config {
     readonly retryMaxMs: number;
     readonly leaseMs: number;
     readonly sendTimeoutMs: number;
+    /** Nice value of the mail worker threads (Linux): mail yields the CPU to the API thread. */
+    readonly workerNice: number;
     readonly sweepIntervalMs: number;
     readonly dkim: DkimConfig | undefined;
     /** The right-hand side of every Message-ID. */
@@ -71,6 +83,19 @@ export interface Config {
   readonly logLevel: string;
   readonly argon2: { readonly memoryKib: number; readonly iterations: number };
   readonly metricsEnabled: boolean;
+  readonly http: {
+    /** Who may set X-Forwarded-For (false: nobody, the client is the socket's peer). */
+    readonly trustProxy: TrustProxy;
+    /** server.maxConnections; 0: no cap. */
+    readonly maxConnections: number;
+    /** Requests served on one keep-alive socket before it is closed; 0: no cap. */
+    readonly maxRequestsPerSocket: number;
+    readonly headersTimeoutMs: number;
+  };
+  /** Signups per minute on POST /v1/users; 0 disables that limit. */
+  readonly rateLimit: { readonly perClientPerMinute: number; readonly globalPerMinute: number };
+  /** Plain smtp:// to a non-loopback host: STARTTLS is mandatory (nodemailer requireTLS). */
+  readonly smtpRequireTls: boolean;
 }
 
 export class ConfigError extends Error {
@@ -127,6 +152,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const get = <T>(name: VariableName): T => raw[name] as T;
   checkUrl('DATABASE_URL', get('DATABASE_URL'), ['postgres:', 'postgresql:']);
   checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
+  const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
+  if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
+  const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
+  if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
 
   const mailFrom = get<string>('MAIL_FROM');
   const fromDomain = domainOf(mailFrom);
@@ -165,6 +194,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       retryMaxMs: get('MAIL_RETRY_MAX_MS'),
       leaseMs: get('MAIL_LEASE_MS'),
       sendTimeoutMs: get('MAIL_SEND_TIMEOUT_MS'),
+      workerNice: get('MAIL_WORKER_NICE'),
       sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
       dkim,
       messageIdDomain: dkim?.domainName ?? fromDomain,
@@ -173,6 +203,14 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     logLevel: get('LOG_LEVEL'),
     argon2: { memoryKib: get('ARGON2_MEMORY_KIB'), iterations: get('ARGON2_ITERATIONS') },
     metricsEnabled: get('METRICS_ENABLED'),
+    http: {
+      trustProxy,
+      maxConnections: get('MAX_CONNECTIONS'),
+      maxRequestsPerSocket: get('MAX_REQUESTS_PER_SOCKET'),
+      headersTimeoutMs: get('HEADERS_TIMEOUT_MS'),
+    },
+    rateLimit: { perClientPerMinute: get('RATE_LIMIT_PER_MINUTE'), globalPerMinute: get('RATE_LIMIT_GLOBAL_PER_MINUTE') },
+    smtpRequireTls: smtp.requireTls,
   };
   return deepFreeze(config);
 }

@@ -5,6 +5,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isDatabaseUnavailable } from './db/pool.js';
 import { ApiError, errors } from './errors.js';
+import { serializeError } from './logger.js';
 
 export const BODY_LIMIT_BYTES = 1_048_576;
 
@@ -54,10 +55,12 @@ function translate(error: FastifyError, request: FastifyRequest): ApiError | und
 export function errorHandler(error: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const known = translate(error, request);
   if (known) {
-    if (known.statusCode >= 500) request.log.warn({ err: error, code: known.code }, 'request failed: service unavailable');
+    if (known.statusCode >= 500) request.log.warn({ err: serializeError(error), code: known.code }, 'request failed: service unavailable');
     return reply.code(known.statusCode).send(known.body);
   }
-  request.log.error({ err: error, method: request.method, url: request.url }, 'request failed');
+  // serializeError here too, not only in createLogger: whatever logger the app was given, a
+  // database error's echoed values (pg's `detail`) never reach the log.
+  request.log.error({ err: serializeError(error), method: request.method, url: request.url }, 'request failed');
   const serverError = errors.serverError();
   return reply.code(serverError.statusCode).send(serverError.body);
 }

@@ -24,7 +24,8 @@ export const errors = {
   editConflict: simple('EDIT_CONFLICT', 409, 'unable to update the record due to an edit conflict, please try again'),
   payloadTooLarge: (limit: number) => new ApiError('PAYLOAD_TOO_LARGE', 413, { error: `body must not be larger than ${limit} bytes` }),
   unsupportedMediaType: simple('UNSUPPORTED_MEDIA_TYPE', 415, 'body must be JSON (Content-Type: application/json)'),
-  rateLimited: simple('RATE_LIMITED', 429, 'rate limit exceeded'),
+  rateLimited: (retryAfterSeconds: number) =>
+    new ApiError('RATE_LIMITED', 429, { error: `rate limit exceeded, retry in ${retryAfterSeconds} seconds` }),
   serverError: simple('SERVER_ERROR', 500, 'the server encountered a problem and could not process your request'),
   databaseUnavailable: simple('DATABASE_UNAVAILABLE', 503, 'the database is unavailable, please try again shortly'),
   shuttingDown: simple('SHUTTING_DOWN', 503, 'the server is shutting down, please retry'),

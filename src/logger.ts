@@ -26,10 +26,30 @@ export const redactPaths = [
   '*.auth',
 ];
 
+// A PostgreSQL error echoes row values in some fields: `detail` ("Key (email)=(…) already
+// exists", "Failing row contains (…)" with every column, the password hash included),
+// `where` (PL/pgSQL context with values) and `internalQuery`. The SQLSTATE, constraint, table
+// and message stay: they are what an operator needs, and the code never sends a password
+// or a token plaintext to the database (only their hashes), so no message can echo one.
+const ECHOING_FIELDS = ['detail', 'where', 'internalQuery', 'internalPosition'] as const;
+
+/** pino's error serializer without the fields where a database error echoes values. */
+export function serializeError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const serialized = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+  for (const field of ECHOING_FIELDS) if (serialized[field] !== undefined) serialized[field] = '[redacted]';
+  const cause = serialized.cause;
+  if (cause !== null && typeof cause === 'object') {
+    for (const field of ECHOING_FIELDS) if ((cause as Record<string, unknown>)[field] !== undefined) (cause as Record<string, unknown>)[field] = '[redacted]';
+  }
+  return serialized;
+}
+
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
     level,
     redact: { paths: redactPaths, censor: '[redacted]' },
+    serializers: { err: serializeError },
   };
   if (destination) return pino(options, destination);
   if (process.stdout.isTTY) {

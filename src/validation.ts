@@ -18,6 +18,11 @@ export function validateName(errors: FieldErrors, name: string | undefined): voi
   else if (CONTROL_CHARS.test(name)) errors.name = 'must not contain control characters';
 }
 
+/** The address rule alone, for the mail worker's second check before it sends. */
+export function isValidEmail(email: string): boolean {
+  return bytes(email) <= 254 && EMAIL_RX.test(email);
+}
+
 export function validateEmail(errors: FieldErrors, email: string | undefined): void {
   if (email === undefined || email === '') errors.email = 'must be provided';
   else if (bytes(email) > 254 || !EMAIL_RX.test(email)) errors.email = 'must be a valid email address';

@@ -10,16 +10,22 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import pg from 'pg';
-import pino from 'pino';
 import { SMTPServer, type SMTPServerSession } from 'smtp-server';
 import { buildApp } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
 
 export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const serverEntry = path.join(projectRoot, 'dist/src/server.js');
 
 /** Low hashing cost: tests measure behaviour, not argon2. */
 export const FAST_ARGON2 = { ARGON2_MEMORY_KIB: '64', ARGON2_ITERATIONS: '1' } as const;
+
+/**
+ * Tests send many signups from 127.0.0.1 in a minute: the signup rate limits are off unless a
+ * test turns them on (test/hardening.test.ts does).
+ */
+export const NO_RATE_LIMITS = { RATE_LIMIT_PER_MINUTE: '0', RATE_LIMIT_GLOBAL_PER_MINUTE: '0' } as const;
 
 export function unique(prefix = 'user'): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
@@ -186,13 +192,14 @@ export class LogCapture extends Writable {
 }
 
 export function testConfig(env: Record<string, string | undefined>): Config {
-  return loadConfig({ PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...env });
+  return loadConfig({ PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...NO_RATE_LIMITS, ...env });
 }
 
 export async function buildTestApp(env: Record<string, string | undefined>) {
   const logs = new LogCapture();
   const config = testConfig(env);
-  const logger = pino({ level: config.logLevel, redact: { paths: ['password', 'token', '*.password', '*.token'], censor: '[redacted]' } }, logs);
+  // The service's own logger settings (redaction, error serializer), writing to memory.
+  const logger = createLogger(config.logLevel, logs);
   const app = await buildApp(config, logger);
   await app.ready();
   return { app, logs, config };
@@ -215,7 +222,7 @@ export interface ServiceProcess {
 export async function startService(env: Record<string, string | undefined>, { waitReady = true } = {}): Promise<ServiceProcess> {
   const child = spawn(process.execPath, [serverEntry], {
     cwd: projectRoot,
-    env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...env },
+    env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...NO_RATE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Record<string, unknown>[] = [];

@@ -9,8 +9,12 @@ export interface WorkerSettings {
   readonly messageIdDomain: string;
   readonly smtpConnections: number;
   readonly sendTimeoutMs: number;
+  /** The thread's nice value (Linux; 0 leaves it alone): sending is background work. */
+  readonly nice?: number;
   /** Verify the SMTP server's certificate (false only for a loopback catcher). */
   readonly tlsRejectUnauthorized: boolean;
+  /** Refuse to send unless STARTTLS succeeds (plain smtp:// to a non-loopback host). */
+  readonly requireTls?: boolean;
   readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
 }
 

@@ -52,7 +52,9 @@ export default fp<{ config: Config; metrics: Metrics }>(
       messageIdDomain: config.mail.messageIdDomain,
       smtpConnections: config.mail.smtpConnections,
       sendTimeoutMs: config.mail.sendTimeoutMs,
+      nice: config.mail.workerNice,
       tlsRejectUnauthorized: true,
+      requireTls: config.smtpRequireTls,
       ...(config.mail.dkim ? { dkim: config.mail.dkim } : {}),
     };
     const pool = new Piscina<MailTask, MailResult[]>({
