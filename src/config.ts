@@ -163,7 +163,13 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
 
   const dkimParts = [get<string>('DKIM_DOMAIN'), get<string>('DKIM_SELECTOR'), get<string>('DKIM_PRIVATE_KEY')];
   let dkim: DkimConfig | undefined;
-  if (dkimParts.every((part) => part !== undefined)) {
+  // Half a DKIM setup is a mistake, not a wish to send unsigned mail: say which part is missing.
+  const dkimNames = ['DKIM_DOMAIN', 'DKIM_SELECTOR', 'DKIM_PRIVATE_KEY'] as const;
+  const missing = dkimNames.filter((_, i) => dkimParts[i] === undefined);
+  if (missing.length > 0 && missing.length < dkimNames.length) {
+    throw new ConfigError(missing[0]!, `invalid environment: ${missing[0]} must be set when any DKIM_* variable is (DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY go together)`);
+  }
+  if (missing.length === 0) {
     const [domainName, keySelector, keyOrPath] = dkimParts as [string, string, string];
     let privateKey = keyOrPath.replace(/\\n/g, '\n');
     if (!privateKey.includes('-----BEGIN')) {

@@ -64,6 +64,11 @@ describe('loadConfig', () => {
     });
   }
 
+  test('half a DKIM setup is a ConfigError naming the missing variable', () => {
+    assertConfigError({ DKIM_DOMAIN: 'example.com', DKIM_SELECTOR: 'mail' }, 'DKIM_PRIVATE_KEY');
+    assertConfigError({ DKIM_PRIVATE_KEY: '-----BEGIN PRIVATE KEY-----\\nx\\n-----END PRIVATE KEY-----' }, 'DKIM_DOMAIN');
+  });
+
   test('an invalid value next to valid ones is still found', () => {
     assertConfigError({ PORT: '4001', HOST: '0.0.0.0', LOG_LEVEL: 'debug', SHUTDOWN_TIMEOUT_MS: '-5' }, 'SHUTDOWN_TIMEOUT_MS');
   });
