@@ -166,7 +166,14 @@ test('an SMTP server that is down for the first seconds gets the email once it i
 
 test('2,000 signups with a small in-flight bound: each delivered exactly once, memory bounds never exceeded', async (t) => {
   const MAX_IN_FLIGHT = 50;
-  const { app, smtp } = await withApp(t, { MAIL_MAX_IN_FLIGHT: String(MAX_IN_FLIGHT), MAIL_BATCH_SIZE: '8', SWEEP_INTERVAL_MS: '100' });
+  const { app, smtp } = await withApp(t, {
+    MAIL_MAX_IN_FLIGHT: String(MAX_IN_FLIGHT),
+    MAIL_BATCH_SIZE: '8',
+    SWEEP_INTERVAL_MS: '100',
+    // 2,000 signups from one address in a few seconds: the signup rate limits are not under test.
+    RATE_LIMIT_PER_MINUTE: '0',
+    RATE_LIMIT_GLOBAL_PER_MINUTE: '0',
+  });
   const { dispatcher, pool } = app.mailer;
   const maxQueue = pool.options.maxQueue;
   assert.equal(typeof maxQueue, 'number');
@@ -209,6 +216,31 @@ test('2,000 signups with a small in-flight bound: each delivered exactly once, m
   assert.ok(maxQueueSize <= maxQueue!, `pool queue reached ${maxQueueSize}, bound ${maxQueue}`);
   const deferred = await app.metrics.signupsDeferred.get();
   t.diagnostic(`max in flight ${maxInFlight}/${MAX_IN_FLIGHT}, max pool queue ${maxQueueSize}/${maxQueue}, deferred to the sweeper ${deferred.values[0]?.value ?? 0}`);
+});
+
+test('a backlog larger than the in-flight bound drains without waiting for sweep ticks', async (t) => {
+  // 300 due rows, room for 20 at a time, and a sweep interval of a minute: only a sweeper that
+  // claims again as soon as the dispatcher has room can deliver them all within the deadline.
+  const prefix = unique('backlog');
+  await db.pool.query(
+    `WITH new_users AS (
+       INSERT INTO users (name, email, password_hash)
+       SELECT 'Backlog ' || g, $1 || '-' || g || '@example.com', 'not-a-hash' FROM generate_series(1, 300) AS g
+       RETURNING id
+     )
+     INSERT INTO email_outbox (user_id, template) SELECT id, 'welcome' FROM new_users`,
+    [prefix],
+  );
+  const { smtp, app } = await withApp(t, { MAIL_MAX_IN_FLIGHT: '20', MAIL_BATCH_SIZE: '4', SWEEP_INTERVAL_MS: '60000' });
+  let maxInFlight = 0;
+  const sampler = setInterval(() => (maxInFlight = Math.max(maxInFlight, app.mailer.dispatcher.inFlight)), 2);
+  t.after(() => clearInterval(sampler));
+  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 300, 20_000, () => `300 backlog emails, got ${smtp.received.length}`);
+  await waitUntil(async () => {
+    const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM email_outbox o JOIN users u ON u.id = o.user_id WHERE u.email LIKE $1 AND o.status = 'sent'", [`${prefix}-%`]);
+    return rows[0]!.n === 300;
+  });
+  assert.ok(maxInFlight <= 20, `held ${maxInFlight} jobs, bound 20`);
 });
 
 test('a worker thread that dies mid-task is replaced and its email is retried and delivered', async (t) => {

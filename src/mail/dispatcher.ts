@@ -27,6 +27,8 @@ export class Dispatcher {
   #flushScheduled = false;
   /** Set at the shutdown deadline: the rows were released, results no longer matter. */
   #abandoned = false;
+  /** Who waits for room (the sweeper, with a backlog): called once `places` are free. */
+  #roomWaiters: { places: number; wake: () => void }[] = [];
 
   constructor(
     private readonly pool: Piscina<MailTask, MailResult[]>,
@@ -42,6 +44,11 @@ export class Dispatcher {
     return this.#inFlight;
   }
 
+  /** The most jobs held at once (MAIL_MAX_IN_FLIGHT). */
+  get capacity(): number {
+    return this.options.maxInFlight;
+  }
+
   /** How many more jobs fit right now. */
   get room(): number {
     return Math.max(0, this.options.maxInFlight - this.#inFlight);
@@ -55,7 +62,33 @@ export class Dispatcher {
   }
 
   cancel(n = 1): void {
+    this.#settled(n);
+  }
+
+  /**
+   * Calls `wake` once, as soon as `places` are free (at most maxInFlight). Returns a function
+   * that cancels the wait. A sweeper with a backlog uses it to claim more as soon as the pool
+   * has room, instead of idling until its next tick.
+   */
+  whenRoom(places: number, wake: () => void): () => void {
+    const waiter = { places: Math.min(places, this.options.maxInFlight), wake };
+    this.#roomWaiters.push(waiter);
+    this.#notifyRoom();
+    return () => {
+      this.#roomWaiters = this.#roomWaiters.filter((w) => w !== waiter);
+    };
+  }
+
+  #settled(n: number): void {
     this.#inFlight -= n;
+    if (this.#roomWaiters.length > 0) this.#notifyRoom();
+  }
+
+  #notifyRoom(): void {
+    const ready = this.#roomWaiters.filter((w) => w.places <= this.room);
+    if (ready.length === 0) return;
+    this.#roomWaiters = this.#roomWaiters.filter((w) => w.places > this.room);
+    for (const waiter of ready) waiter.wake();
   }
 
   /**
@@ -78,7 +111,7 @@ export class Dispatcher {
     const jobs = this.#batch;
     if (jobs.length === 0) return;
     this.#batch = [];
-    const work = this.#send(jobs).finally(() => (this.#inFlight -= jobs.length));
+    const work = this.#send(jobs).finally(() => this.#settled(jobs.length));
     try {
       this.group.track(work, { component: 'dispatcher', outboxIds: jobs.map((job) => job.outboxId) }, jobs.length);
     } catch (error) {

@@ -1,7 +1,8 @@
 // The sweeper: at boot and every few seconds, claims due outbox rows (retries, rows left by
 // a saturated pool, rows released by a clean shutdown, leases of a crashed instance) and
 // dispatches them like the fast path does. It claims only as many rows as the dispatcher
-// has room for, so a backlog of any size is worked through in bounded memory.
+// has room for, so a backlog of any size is worked through in bounded memory; while a backlog
+// lasts it sweeps again as soon as the dispatcher has room for a good claim, not a tick later.
 import type pg from 'pg';
 import type { Log } from '../logger.js';
 import { insertMany, ACTIVATION_SCOPE } from '../db/tokens.js';
@@ -21,6 +22,7 @@ export interface SweeperOptions {
 export class Sweeper {
   #stopped = true;
   #timer: NodeJS.Timeout | undefined;
+  #cancelRoomWait: (() => void) | undefined;
   #running: Promise<void> | undefined;
 
   constructor(
@@ -41,6 +43,8 @@ export class Sweeper {
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#cancelRoomWait?.();
+    this.#cancelRoomWait = undefined;
     await this.#running;
   }
 
@@ -48,25 +52,43 @@ export class Sweeper {
     if (this.#stopped) return;
     // Tracked like any background work; a failed sweep (the database is away) is logged by
     // the group and the next tick tries again.
+    let backlog = false;
     this.#running = this.group
       .track(this.#sweep(), { component: 'sweeper' })
-      .catch(() => undefined)
+      .then(
+        (more) => {
+          backlog = more;
+        },
+        () => undefined,
+      )
       .finally(() => {
         this.#running = undefined;
-        if (!this.#stopped) this.#timer = setTimeout(() => this.#tick(), this.options.intervalMs);
+        if (this.#stopped) return;
+        if (backlog) {
+          // Rows may still be due but the dispatcher is full: sweep again once a quarter of its
+          // capacity (or a full claim) is free, rather than idle until the next tick.
+          const places = Math.max(1, Math.min(this.options.claimLimit, Math.ceil(this.dispatcher.capacity / 4)));
+          this.#cancelRoomWait = this.dispatcher.whenRoom(places, () => {
+            this.#cancelRoomWait = undefined;
+            this.#tick();
+          });
+        } else {
+          this.#timer = setTimeout(() => this.#tick(), this.options.intervalMs);
+        }
       });
   }
 
-  async #sweep(): Promise<void> {
+  /** Claims and dispatches due rows while there is room; true when it stopped for want of room. */
+  async #sweep(): Promise<boolean> {
     while (!this.#stopped) {
       const room = Math.min(this.dispatcher.room, this.options.claimLimit);
-      if (room === 0) return;
+      if (room === 0) return true;
       const rows = await claimDue(this.db, this.options.owner, room, this.options.leaseMs);
-      if (rows.length === 0) return;
+      if (rows.length === 0) return false;
       if (!this.dispatcher.tryReserve(rows.length)) {
         // Fast-path signups took the room while we were claiming: hand the rows back.
         await release(this.db, this.options.owner, rows.map((row) => row.outboxId));
-        return;
+        return true;
       }
       // Only the hash of a token is stored, so a resend carries a fresh token; any earlier one
       // stays valid until it expires.
@@ -80,7 +102,8 @@ export class Sweeper {
       }
       rows.forEach((row, i) => this.dispatcher.submit({ outboxId: row.outboxId, userId: row.userId, name: row.name, email: row.email, token: tokens[i]!.plaintext }));
       this.log.debug({ claimed: rows.length }, 'sweeper dispatched due emails');
-      if (rows.length < room) return;
+      if (rows.length < room) return false;
     }
+    return false;
   }
 }

@@ -1,0 +1,369 @@
+// `npm run bench:mail`: what the mail pipeline costs and what the worker pool buys, in one run.
+//   1. ceilings: N emails from a pooled nodemailer transporter on the main thread, and the same
+//      through a bare Piscina pool (one email per task, no database);
+//   2. the pipeline: N pending outbox rows delivered by the real app (sweeper, dispatcher, pool,
+//      SMTP, outbox updates);
+//   3. with DKIM on: signups/s, signup p99 and the API thread's event-loop delay p99 while the
+//      signups' emails are composed and sent, through the pool vs. on the API thread.
+// The SMTP sink and the load generator run in their own processes. Every figure is the median
+// of BENCH_RUNS runs. MAIL_* variables tune the app as they do the service.
+import { fork, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import pg from 'pg';
+import { Piscina } from 'piscina';
+import { buildApp } from '../src/app.js';
+import { loadConfig, type Config } from '../src/config.js';
+import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { createLogger } from '../src/logger.js';
+import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
+import { createBatchSender } from '../workers/send-batch.js';
+import pino from 'pino';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const workerFile = path.resolve(here, '../workers/mail-worker.js');
+const N = Number(process.env.BENCH_N ?? 3000);
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const SIGNUPS = Number(process.env.BENCH_SIGNUPS ?? 2000);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+const WARMUP = 100;
+/** Which parts to run (default all): BENCH_PARTS=3 runs part 3 alone, while tuning. */
+const PARTS = process.env.BENCH_PARTS ?? '123';
+const FROM = 'Bench <no-reply@bench.test>';
+const log = createLogger(process.env.LOG_LEVEL ?? 'warn', pino.destination(2));
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function jobs(count: number, offset = 0): WelcomeJob[] {
+  return Array.from({ length: count }, (_, i) => ({
+    outboxId: offset + i + 1,
+    userId: offset + i + 1,
+    name: `Bench User ${offset + i}`,
+    email: `bench-${offset + i}@example.com`,
+    token: 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+  }));
+}
+
+function assertSent(results: MailResult[]): void {
+  const failed = results.find((r) => r.status === 'failed');
+  if (failed) throw new Error(`a benchmark email failed: ${JSON.stringify(failed)}`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+
+async function startSink(): Promise<{ url: string; child: ChildProcess }> {
+  const child = fork(path.join(here, 'mail-sink.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const [ready] = (await once(child, 'message')) as [{ port: number }];
+  return { url: `smtp://127.0.0.1:${ready.port}`, child };
+}
+
+interface LoadResult {
+  durationMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  statuses: Record<string, number>;
+}
+
+async function runLoad(url: string, prefix: string, count = SIGNUPS): Promise<LoadResult> {
+  const child = fork(path.join(here, 'signup-client.js'), {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, TARGET_URL: url, COUNT: String(count), CONCURRENCY: String(CONCURRENCY), PREFIX: prefix },
+  });
+  const [result] = (await once(child, 'message')) as [LoadResult];
+  await once(child, 'exit');
+  if (result.statuses['202'] !== count) throw new Error(`signups failed: ${JSON.stringify(result.statuses)}`);
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------
+// Database: TEST_DATABASE_URL or DATABASE_URL's server, else an embedded PostgreSQL
+
+async function openDatabaseServer(): Promise<{ serverUrl: string; stop(): Promise<void> }> {
+  const serverUrl = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+  if (serverUrl) return { serverUrl, stop: async () => {} };
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-bench-'));
+  // mkdtemp makes the folder 0700; the postgres user (when we are root) must enter it.
+  chmodSync(dataDir, 0o755);
+  const embedded = await startEmbeddedPostgres(dataDir, log);
+  return {
+    serverUrl: embedded.url,
+    async stop() {
+      await embedded.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function createDatabase(serverUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `bench_${randomBytes(6).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(serverUrl);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const client = new pg.Client({ connectionString: serverUrl });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    },
+  };
+}
+
+function appConfig(env: Record<string, string>): Config {
+  // The environment's MAIL_* settings apply, as they would to the service; cheap password
+  // hashing keeps part 3 about mail rather than argon2 (override with ARGON2_*).
+  // The signup rate limits would turn part 3's load into 429s: off here.
+  return loadConfig({
+    ARGON2_MEMORY_KIB: '64',
+    ARGON2_ITERATIONS: '1',
+    ...process.env,
+    RATE_LIMIT_PER_MINUTE: '0',
+    RATE_LIMIT_GLOBAL_PER_MINUTE: '0',
+    LOG_LEVEL: 'warn',
+    PORT: '0',
+    MAIL_FROM: FROM,
+    ...env,
+  });
+}
+
+async function waitUntilAllSent(db: pg.Pool, timeoutMs = 120_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await db.query<{ n: number }>("SELECT count(*)::int AS n FROM email_outbox WHERE status <> 'sent'");
+    if (rows[0]!.n === 0) return;
+    if (Date.now() > deadline) throw new Error(`${rows[0]!.n} outbox rows still unsent after ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Ceilings
+
+async function ceilings(settings: WorkerSettings, workers: number, concurrency: number) {
+  const sender = createBatchSender(settings);
+  const pool = new Piscina<MailTask, MailResult[]>({
+    filename: workerFile,
+    minThreads: workers,
+    maxThreads: workers,
+    idleTimeout: Number.POSITIVE_INFINITY,
+    concurrentTasksPerWorker: concurrency,
+    atomics: 'disabled',
+    workerData: settings,
+  });
+  const viaPool = (batch: WelcomeJob[]) => Promise.all(batch.map((job) => pool.run([job]))).then((r) => r.flat());
+  try {
+    assertSent(await sender.send(jobs(WARMUP)));
+    assertSent(await viaPool(jobs(WARMUP)));
+    const mainThread: number[] = [];
+    const barePool: number[] = [];
+    for (let run = 0; run < RUNS; run++) {
+      let started = performance.now();
+      assertSent(await sender.send(jobs(N)));
+      mainThread.push(N / ((performance.now() - started) / 1000));
+      started = performance.now();
+      assertSent(await viaPool(jobs(N)));
+      barePool.push(N / ((performance.now() - started) / 1000));
+    }
+    return { mainThread, barePool };
+  } finally {
+    sender.close();
+    await pool.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. The pipeline
+
+async function insertPending(db: pg.Pool, count: number): Promise<void> {
+  const tag = randomBytes(4).toString('hex');
+  await db.query(
+    `WITH new_users AS (
+       INSERT INTO users (name, email, password_hash)
+       SELECT 'Bench User ' || g, 'bench-' || $1::text || '-' || g || '@example.com', 'not-a-hash'
+         FROM generate_series(1, $2::int) AS g
+       RETURNING id
+     )
+     INSERT INTO email_outbox (user_id, template) SELECT id, 'welcome' FROM new_users`,
+    [tag, count],
+  );
+}
+
+async function pipeline(serverUrl: string, smtpUrl: string) {
+  const database = await createDatabase(serverUrl);
+  const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl });
+  const app = await buildApp(config, log);
+  await app.ready();
+  const { sweeper } = app.mailer;
+  const rates: number[] = [];
+  try {
+    for (let run = -1; run < RUNS; run++) {
+      const count = run < 0 ? WARMUP : N;
+      // Rows are written while the sweeper is stopped, then it starts as at boot: the clock
+      // runs from its first claim to the last row marked sent.
+      await sweeper.stop();
+      await insertPending(app.db, count);
+      const started = performance.now();
+      sweeper.start();
+      await waitUntilAllSent(app.db);
+      if (run >= 0) rates.push(count / ((performance.now() - started) / 1000));
+    }
+    return { rates, config };
+  } finally {
+    await app.close();
+    await database.drop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Signups while emails are signed and sent: pool vs. API thread
+
+interface LoadFigures {
+  signupsPerSecond: number;
+  p99Ms: number;
+  loopDelayP99Ms: number;
+  emailsPerSecond: number;
+}
+
+async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  const database = await createDatabase(serverUrl);
+  const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl, DKIM_DOMAIN: 'bench.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey });
+  const app = await buildApp(config, log);
+  const address = await app.listen({ port: 0, host: '127.0.0.1' });
+  const { pool } = app.mailer;
+
+  // The on-thread variant, for this benchmark only: the dispatcher's pool.run() is pointed at
+  // the same batch sender the workers use, running on the API thread.
+  const onThread = createBatchSender({
+    smtpUrl,
+    from: config.mailFrom,
+    messageIdDomain: config.mail.messageIdDomain,
+    smtpConnections: config.mail.smtpConnections * config.mail.workers,
+    sendTimeoutMs: config.mail.sendTimeoutMs,
+    tlsRejectUnauthorized: true,
+    dkim: config.mail.dkim!,
+  });
+  const runOnPool = pool.run;
+  const use = (variant: 'pool' | 'thread') => {
+    (pool as { run: unknown }).run = variant === 'pool' ? runOnPool : (task: MailTask) => onThread.send(task);
+  };
+
+  const figures = { pool: [] as LoadFigures[], thread: [] as LoadFigures[] };
+  try {
+    // Warm both paths up (JIT, keep-alive sockets, pg connections) before anything counts.
+    for (const variant of ['pool', 'thread'] as const) {
+      use(variant);
+      await runLoad(address, `warmup-${variant}-${randomBytes(3).toString('hex')}`, WARMUP * 2);
+      await waitUntilAllSent(app.db);
+    }
+    for (let run = 0; run < RUNS; run++) {
+      // Alternate which variant goes first, so neither always runs on a fresher machine.
+      const order = run % 2 === 0 ? (['pool', 'thread'] as const) : (['thread', 'pool'] as const);
+      for (const variant of order) {
+        use(variant);
+        const loop = monitorEventLoopDelay({ resolution: 1 });
+        loop.enable();
+        const started = performance.now();
+        const load = await runLoad(address, `${variant}-${run}-${randomBytes(3).toString('hex')}`);
+        await waitUntilAllSent(app.db);
+        const allSentMs = performance.now() - started;
+        loop.disable();
+        figures[variant].push({
+          signupsPerSecond: SIGNUPS / (load.durationMs / 1000),
+          p99Ms: load.p99Ms,
+          loopDelayP99Ms: loop.percentile(99) / 1e6,
+          emailsPerSecond: SIGNUPS / (allSentMs / 1000),
+        });
+      }
+    }
+  } finally {
+    use('pool');
+    await app.close();
+    onThread.close();
+    await database.drop();
+  }
+  const summary = (list: LoadFigures[]): LoadFigures => ({
+    signupsPerSecond: median(list.map((f) => f.signupsPerSecond)),
+    p99Ms: median(list.map((f) => f.p99Ms)),
+    loopDelayP99Ms: median(list.map((f) => f.loopDelayP99Ms)),
+    emailsPerSecond: median(list.map((f) => f.emailsPerSecond)),
+  });
+  return { pool: summary(figures.pool), thread: summary(figures.thread) };
+}
+
+// ---------------------------------------------------------------------------------------
+
+const sink = await startSink();
+const database = await openDatabaseServer();
+const benchStarted = performance.now();
+try {
+  const probeConfig = appConfig({ SMTP_URL: sink.url });
+  const { workers, concurrencyPerWorker, smtpConnections } = probeConfig.mail;
+  const settings: WorkerSettings = {
+    smtpUrl: sink.url,
+    from: FROM,
+    messageIdDomain: 'bench.test',
+    smtpConnections,
+    sendTimeoutMs: 30_000,
+    tlsRejectUnauthorized: true,
+  };
+  console.error(`bench:mail: N=${N}, runs=${RUNS}, ${workers} workers x ${smtpConnections} SMTP connections x ${concurrencyPerWorker} tasks`);
+  const skipped = { signupsPerSecond: NaN, p99Ms: NaN, loopDelayP99Ms: NaN, emailsPerSecond: NaN };
+  const ceiling = PARTS.includes('1') ? await ceilings(settings, workers, concurrencyPerWorker) : { mainThread: [NaN], barePool: [NaN] };
+  console.error('  1. ceilings done');
+  const piped = PARTS.includes('2') ? await pipeline(database.serverUrl, sink.url) : { rates: [NaN], config: probeConfig };
+  console.error('  2. pipeline done');
+  const load = PARTS.includes('3') ? await signupsUnderMail(database.serverUrl, sink.url) : { pool: skipped, thread: skipped };
+  console.error('  3. signups under mail done');
+
+  const mainThread = median(ceiling.mainThread);
+  const barePool = median(ceiling.barePool);
+  const best = Math.max(mainThread, barePool);
+  const pipelineRate = median(piped.rates);
+  const m = piped.config.mail;
+  const fmt = (value: number, digits = 0) => value.toFixed(digits);
+  const pct = (value: number) => `${fmt(value * 100)} %`;
+  const rows: string[][] = [
+    ['1a. ceiling: nodemailer pool on the main thread', `${fmt(mainThread)} emails/s`, pct(mainThread / best)],
+    ['1b. ceiling: bare Piscina pool, one email per task', `${fmt(barePool)} emails/s`, pct(barePool / best)],
+    ['2. pipeline: outbox -> sweeper -> dispatcher -> pool -> SMTP -> outbox', `${fmt(pipelineRate)} emails/s`, `${pct(pipelineRate / best)} of the better ceiling (target >= 80 %)`],
+    ['3. DKIM, pool: signups/s', fmt(load.pool.signupsPerSecond), `${fmt(load.pool.signupsPerSecond / load.thread.signupsPerSecond, 2)}x on-thread`],
+    ['3. DKIM, on the API thread: signups/s', fmt(load.thread.signupsPerSecond), ''],
+    ['3. DKIM, pool: signup p99', `${fmt(load.pool.p99Ms, 1)} ms`, `${fmt(load.pool.p99Ms / load.thread.p99Ms, 2)}x on-thread`],
+    ['3. DKIM, on the API thread: signup p99', `${fmt(load.thread.p99Ms, 1)} ms`, ''],
+    ['3. DKIM, pool: API event-loop delay p99', `${fmt(load.pool.loopDelayP99Ms, 1)} ms`, `target < 20 ms`],
+    ['3. DKIM, on the API thread: API event-loop delay p99', `${fmt(load.thread.loopDelayP99Ms, 1)} ms`, ''],
+    ['3. DKIM, pool: emails/s while signing up', fmt(load.pool.emailsPerSecond), `${fmt(load.pool.emailsPerSecond / load.thread.emailsPerSecond, 2)}x on-thread`],
+    ['3. DKIM, on the API thread: emails/s while signing up', fmt(load.thread.emailsPerSecond), ''],
+  ];
+  const widths = [0, 1, 2].map((c) => Math.max(...rows.map((r) => r[c]!.length), 8));
+  const line = (cells: string[]) => `| ${cells.map((cell, c) => cell.padEnd(widths[c]!)).join(' | ')} |`;
+  console.log(`\nbench:mail — medians of ${RUNS}; N=${N} emails for 1-2, ${SIGNUPS} signups at concurrency ${CONCURRENCY} for 3`);
+  console.log(`app: MAIL_WORKERS=${m.workers} MAIL_SMTP_CONNECTIONS=${m.smtpConnections} MAIL_CONCURRENCY_PER_WORKER=${m.concurrencyPerWorker} MAIL_BATCH_SIZE=${m.batchSize} MAIL_MAX_IN_FLIGHT=${m.maxInFlight}\n`);
+  console.log(line(['measure', 'median', 'ratio']));
+  console.log(line(widths.map((w) => '-'.repeat(w))));
+  for (const row of rows) console.log(line(row));
+  const verdicts = [
+    [`2 >= 80 % of the better ceiling`, pipelineRate >= 0.8 * best],
+    ['3 pool signups/s >= on-thread', load.pool.signupsPerSecond >= load.thread.signupsPerSecond],
+    ['3 pool p99 <= on-thread', load.pool.p99Ms <= load.thread.p99Ms],
+    ['3 pool event-loop delay p99 < 20 ms', load.pool.loopDelayP99Ms < 20],
+  ] as const;
+  console.log(`\n${verdicts.map(([name, ok]) => `${ok ? 'PASS' : 'FAIL'} ${name}`).join('\n')}`);
+  console.log(`runs: 1a ${ceiling.mainThread.map((v) => fmt(v)).join(', ')}; 1b ${ceiling.barePool.map((v) => fmt(v)).join(', ')}; 2 ${piped.rates.map((v) => fmt(v)).join(', ')}`);
+  console.log(`(${fmt((performance.now() - benchStarted) / 1000)} s)`);
+} finally {
+  sink.child.disconnect();
+  await database.stop();
+}
