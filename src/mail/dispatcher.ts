@@ -9,6 +9,7 @@ import { isDatabaseUnavailable } from '../db/pool.js';
 import type { TaskGroup } from '../task-group.js';
 import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
 import type { Metrics } from '../metrics.js';
+import { WriteCoalescer } from './coalescer.js';
 import { markFailed, markSent, release, type RetryPolicy } from './outbox.js';
 
 export interface DispatcherOptions extends RetryPolicy {
@@ -27,6 +28,12 @@ export class Dispatcher {
   #flushScheduled = false;
   /** Set at the shutdown deadline: the rows were released, results no longer matter. */
   #abandoned = false;
+  /**
+   * Marks rows sent, one UPDATE at a time: the results of every batch that settles while one
+   * is under way go out together in the next, so under load one statement and one commit
+   * carry many batches.
+   */
+  readonly #sentWriter = new WriteCoalescer<number>((ids) => this.#withRetry(() => markSent(this.db, ids, this.options.messageIdDomain)));
   /** Who waits for room (the sweeper, with a backlog): called once `places` are free. */
   #roomWaiters: { places: number; wake: () => void }[] = [];
 
@@ -153,9 +160,7 @@ export class Dispatcher {
       if (result.status === 'sent') sent.push(result.outboxId);
       else failed.push(result);
     }
-    await this.#withRetry(async () => {
-      if (sent.length > 0) await markSent(this.db, sent, this.options.messageIdDomain);
-    });
+    await this.#sentWriter.add(sent);
     if (failed.length === 0) return;
     const outcomes = await this.#withRetry(() =>
       markFailed(
