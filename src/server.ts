@@ -23,14 +23,12 @@ const log = createLogger(config.logLevel);
 // work to the outbox. This catches a close() that hangs for another reason.
 const FORCE_EXIT_AFTER_DRAIN_MS = 10_000;
 
-let app: Awaited<ReturnType<typeof buildApp>>;
-try {
-  app = await buildApp(config, log);
-} catch (err) {
-  log.fatal({ err }, 'failed to start');
-  log.flush();
-  process.exit(1);
-}
+// Signals are handled from the first moment, not only once the app is built: a SIGTERM or a
+// Ctrl-C during boot (initdb, migrations) would otherwise kill the process at once and leave
+// the embedded PostgreSQL, which runs in its own process group, behind. Instead the shutdown
+// waits for the boot to finish and then closes everything it opened.
+const booting = buildApp(config, log);
+let shuttingDown = false;
 
 closeWithGrace(
   {
@@ -47,9 +45,13 @@ closeWithGrace(
     },
   },
   async ({ signal, err }) => {
+    shuttingDown = true;
     if (err) log.error({ err }, 'unexpected error: shutting down');
     log.info({ signal: signal ?? null }, 'shutting down server');
     const started = Date.now();
+    // A boot that failed has already logged and exited (below): nothing to close.
+    const app = await booting.catch(() => undefined);
+    if (app === undefined) return;
     await app.close();
     const drainMs = Date.now() - started;
     app.metrics.lastDrainSeconds.set(drainMs / 1000);
@@ -58,12 +60,27 @@ closeWithGrace(
   },
 );
 
+let app: Awaited<typeof booting>;
 try {
-  const address = await app.listen({ port: config.port, host: config.host });
-  log.info({ address, workers: config.mail.workers, smtp: config.smtpUrl ? 'configured' : 'built-in catcher' }, 'starting server');
+  app = await booting;
 } catch (err) {
-  log.fatal({ err }, 'failed to listen');
-  await app.close().catch(() => undefined);
+  log.fatal({ err }, 'failed to start');
   log.flush();
   process.exit(1);
+}
+
+// A signal during boot: the shutdown above closes the app; it must not start listening.
+if (!shuttingDown) {
+  try {
+    const address = await app.listen({ port: config.port, host: config.host });
+    log.info({ address, workers: config.mail.workers, smtp: config.smtpUrl ? 'configured' : 'built-in catcher' }, 'starting server');
+  } catch (err) {
+    // A signal that raced the listen owns the exit; otherwise the port is taken or similar.
+    if (!shuttingDown) {
+      log.fatal({ err }, 'failed to listen');
+      await app.close().catch(() => undefined);
+      log.flush();
+      process.exit(1);
+    }
+  }
 }

@@ -30,7 +30,15 @@ interface RunAs {
 
 const READY_TIMEOUT_MS = 60_000;
 
-export async function startEmbeddedPostgres(dataDir: string, log: Log): Promise<EmbeddedPostgres> {
+export interface EmbeddedPostgresOptions {
+  /**
+   * A fixed port; unset, a free one is picked. Restarting on the same port gives clients the
+   * same URL back, as a database server restarted in place would (the outage tests do this).
+   */
+  readonly port?: number;
+}
+
+export async function startEmbeddedPostgres(dataDir: string, log: Log, options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
   const binaries = await loadBinaries();
   const pgDir = path.join(dataDir, 'pg');
   mkdirSync(dataDir, { recursive: true, mode: 0o755 });
@@ -46,7 +54,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Log): Promise<
       await initialise(binaries, pgDir, passwordFile, runAs, log);
     }
     const password = readFileSync(passwordFile, 'utf8').trim();
-    const port = await freePort();
+    const port = options.port ?? (await freePort());
     const logFile = path.join(dataDir, 'postgres.log');
     const child = await launch(binaries, pgDir, port, logFile, runAs);
     const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
