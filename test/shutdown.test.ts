@@ -177,6 +177,34 @@ test('a second SIGTERM during a long drain exits at once with code 1; the next i
   console.log(`# scenario 7: second signal exit ${exitMs} ms, code ${code}; next instance delivered ${emails.length} after ${deliveredMs} ms (lease 3000 ms)`);
 });
 
+test('a draining instance claims nothing new: emails deferred by a full pool stay in the outbox for the next instance', async () => {
+  const slow = await sink(3000);
+  // Room for 5 emails in memory: signups 6 to 10 are born pending, for a sweeper.
+  const first = await service({ SMTP_URL: slow.url, MAIL_MAX_IN_FLIGHT: '5' });
+  const emails = Array.from({ length: 10 }, () => uniqueEmail('deferred'));
+  for (const email of emails) await signup(first, email);
+
+  first.kill('SIGTERM');
+  const completing = await first.waitForLog('completing background tasks');
+  assert.equal(completing.pending, 5, 'the drain waits for the 5 emails in memory');
+  const { code } = await first.exited;
+  assert.equal(code, 0);
+  const rows = await Promise.all(emails.map(outboxOf));
+  assert.deepEqual(rows.slice(0, 5).map((row) => row.status), ['sent', 'sent', 'sent', 'sent', 'sent']);
+  assert.deepEqual(
+    rows.slice(5).map((row) => [row.status, row.attempts]),
+    Array.from({ length: 5 }, () => ['pending', 0]),
+    'the deferred rows were never claimed, not even when the drain freed room',
+  );
+
+  const fast = await sink(0);
+  const second = await service({ SMTP_URL: fast.url });
+  await waitUntil(() => emails.slice(5).every((email) => fast.to(email).length === 1), 10_000, () => 'the next instance sends the deferred emails');
+  await stop(second);
+  assert.equal(fast.received.length, 5);
+  console.log(`# deferred: drain waited for 5 (drainMs ${String(first.logs.find((l) => l.msg === 'stopped server')?.drainMs)}), 5 deferred left pending, sent by the next instance`);
+});
+
 /** A raw HTTP/1.1 connection, so the test controls exactly when each byte is sent. */
 function rawConnection(port: number): Promise<{ socket: Socket; text: () => string; closed: Promise<void> }> {
   return new Promise((resolve, reject) => {
