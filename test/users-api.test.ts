@@ -82,6 +82,10 @@ describe('GET /v1/healthcheck', () => {
       const refused = await signup({ name: 'Late', email: uniqueEmail('late'), password: PASSWORD });
       assert.equal(refused.statusCode, 503);
       assert.equal(typeof refused.json().error, 'string');
+      // The drain's progress stays observable.
+      const metrics = await app.inject({ method: 'GET', url: '/metrics' });
+      assert.equal(metrics.statusCode, 200);
+      assert.match(metrics.body, /mailoffload_task_group_pending/);
     } finally {
       app.lifecycle.draining = false;
     }

@@ -5,6 +5,8 @@
 import fp from 'fastify-plugin';
 import { errors } from '../errors.js';
 
+const STILL_SERVED_WHILE_DRAINING = new Set(['/v1/healthcheck', '/metrics']);
+
 export interface Lifecycle {
   draining: boolean;
   /** Date.now() when draining began; the shutdown deadline counts from here. */
@@ -29,7 +31,8 @@ export default fp(
     });
 
     app.addHook('onRequest', async (request) => {
-      if (lifecycle.draining && request.routeOptions.url !== '/v1/healthcheck') throw errors.shuttingDown();
+      // The healthcheck reports the drain and /metrics shows its progress; everything else is refused.
+      if (lifecycle.draining && !STILL_SERVED_WHILE_DRAINING.has(request.routeOptions.url ?? '')) throw errors.shuttingDown();
     });
 
     app.addHook('onSend', async (_request, reply) => {
