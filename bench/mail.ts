@@ -282,22 +282,26 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
     tlsRejectUnauthorized: true,
     dkim: config.mail.dkim!,
   });
+  // And a reference with no mail work at all: every job "sent" at once, nothing composed.
   const runOnPool = pool.run;
-  const use = (variant: 'pool' | 'thread') => {
-    (pool as { run: unknown }).run = variant === 'pool' ? runOnPool : (task: MailTask) => onThread.send(task);
+  const noMail = async (task: MailTask): Promise<MailResult[]> => task.map((job) => ({ outboxId: job.outboxId, status: 'sent', messageId: '', response: '' }));
+  type Variant = 'pool' | 'thread' | 'none';
+  const use = (variant: Variant) => {
+    (pool as { run: unknown }).run = variant === 'pool' ? runOnPool : variant === 'thread' ? (task: MailTask) => onThread.send(task) : noMail;
   };
+  const variants: Variant[] = ['pool', 'thread', 'none'];
 
-  const figures = { pool: [] as LoadFigures[], thread: [] as LoadFigures[] };
+  const figures = { pool: [] as LoadFigures[], thread: [] as LoadFigures[], none: [] as LoadFigures[] };
   try {
-    // Warm both paths up (JIT, keep-alive sockets, pg connections) before anything counts.
-    for (const variant of ['pool', 'thread'] as const) {
+    // Warm every path up (JIT, keep-alive sockets, pg connections) before anything counts.
+    for (const variant of variants) {
       use(variant);
       await runLoad(address, `warmup-${variant}-${randomBytes(3).toString('hex')}`, WARMUP);
       await waitUntilAllSent(app);
     }
     for (let run = 0; run < RUNS; run++) {
-      // Alternate which variant goes first, so neither always runs on a fresher machine.
-      const order = run % 2 === 0 ? (['pool', 'thread'] as const) : (['thread', 'pool'] as const);
+      // Rotate which variant goes first, so none always runs on a fresher machine.
+      const order = [...variants.slice(run % 3), ...variants.slice(0, run % 3)];
       for (const variant of order) {
         use(variant);
         const loop = monitorEventLoopDelay({ resolution: 1 });
@@ -329,7 +333,7 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
     loopDelayP99Ms: median(list.map((f) => f.loopDelayP99Ms)),
     emailsPerSecond: median(list.map((f) => f.emailsPerSecond)),
   });
-  return { pool: summary(figures.pool), thread: summary(figures.thread) };
+  return { pool: summary(figures.pool), thread: summary(figures.thread), none: summary(figures.none) };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -357,7 +361,7 @@ try {
   console.error('  1. ceilings done');
   const piped = PARTS.includes('2') ? await pipeline(database.serverUrl, sink.url) : { rates: [NaN], cpuPerEmail: [NaN], config: probeConfig };
   console.error('  2. pipeline done');
-  const load = PARTS.includes('3') ? await signupsUnderMail(database.serverUrl, sink.url) : { pool: skipped, thread: skipped };
+  const load = PARTS.includes('3') ? await signupsUnderMail(database.serverUrl, sink.url) : { pool: skipped, thread: skipped, none: skipped };
   console.error('  3. signups under mail done');
 
   const mainThread = median(ceiling.mainThread);
@@ -376,6 +380,7 @@ try {
     ['2. CPU per email (PostgreSQL not included)', `${fmt(median(piped.cpuPerEmail), 2)} ms`, `${fmt(median(piped.cpuPerEmail) / median(ceiling.cpu.barePool), 2)}x the bare pool`],
     ['3. DKIM, pool: signups/s', fmt(load.pool.signupsPerSecond), `${fmt(load.pool.signupsPerSecond / load.thread.signupsPerSecond, 2)}x on-thread`],
     ['3. DKIM, on the API thread: signups/s', fmt(load.thread.signupsPerSecond), ''],
+    ['3. reference, no mail work at all: signups/s', fmt(load.none.signupsPerSecond), `p99 ${fmt(load.none.p99Ms, 1)} ms, loop delay p99 ${fmt(load.none.loopDelayP99Ms, 1)} ms`],
     ['3. DKIM, pool: signup p99', `${fmt(load.pool.p99Ms, 1)} ms`, `${fmt(load.pool.p99Ms / load.thread.p99Ms, 2)}x on-thread`],
     ['3. DKIM, on the API thread: signup p99', `${fmt(load.thread.p99Ms, 1)} ms`, ''],
     ['3. DKIM, pool: API event-loop delay p99', `${fmt(load.pool.loopDelayP99Ms, 1)} ms`, `target < 20 ms`],
