@@ -7,7 +7,7 @@
 //      signups' emails are composed and sent, through the pool vs. on the API thread.
 // The SMTP sink and the load generator run in their own processes. Every figure is the median
 // of BENCH_RUNS runs. MAIL_* variables tune the app as they do the service.
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
@@ -23,6 +23,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import { createBatchSender } from '../workers/send-batch.js';
+import { startSink } from './common.js';
 import pino from 'pino';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -64,12 +65,6 @@ function assertSent(results: MailResult[]): void {
 
 // ---------------------------------------------------------------------------------------
 // Child processes
-
-async function startSink(): Promise<{ url: string; child: ChildProcess }> {
-  const child = fork(path.join(here, 'mail-sink.js'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const [ready] = (await once(child, 'message')) as [{ port: number }];
-  return { url: `smtp://127.0.0.1:${ready.port}`, child };
-}
 
 interface LoadResult {
   durationMs: number;
@@ -409,6 +404,6 @@ try {
   console.log(`runs: 1a ${ceiling.mainThread.map((v) => fmt(v)).join(', ')}; 1b ${ceiling.barePool.map((v) => fmt(v)).join(', ')}; 2 ${piped.rates.map((v) => fmt(v)).join(', ')}`);
   console.log(`(${fmt((performance.now() - benchStarted) / 1000)} s)`);
 } finally {
-  sink.child.disconnect();
+  await sink.stop();
   await database.stop();
 }

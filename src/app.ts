@@ -26,6 +26,27 @@ declare module 'fastify' {
 }
 
 export async function buildApp(config: Config, logger: Logger) {
+  const app = createServer(config, logger);
+  const metrics = new Metrics({ defaultMetrics: config.metricsEnabled });
+  app.decorate('metrics', metrics);
+  app.addHook('onClose', async () => metrics.close());
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler((_request, reply) => {
+    const notFound = errors.notFound();
+    return reply.code(notFound.statusCode).send(notFound.body);
+  });
+
+  try {
+    await registerPlugins(app, config, metrics);
+  } catch (error) {
+    // Close what the plugins that did load opened (the embedded PostgreSQL, the worker pool).
+    await app.close().catch(() => undefined);
+    throw error;
+  }
+  return app;
+}
+
+function createServer(config: Config, logger: Logger) {
   const app = Fastify({
     loggerInstance: logger,
     // One line per request would cost more CPU than the signup itself at load; errors and
@@ -57,15 +78,10 @@ export async function buildApp(config: Config, logger: Logger) {
   // descriptors and memory (0: no cap).
   if (config.http.maxConnections > 0) app.server.maxConnections = config.http.maxConnections;
 
-  const metrics = new Metrics({ defaultMetrics: config.metricsEnabled });
-  app.decorate('metrics', metrics);
-  app.addHook('onClose', async () => metrics.close());
-  app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((_request, reply) => {
-    const notFound = errors.notFound();
-    return reply.code(notFound.statusCode).send(notFound.body);
-  });
+  return app;
+}
 
+async function registerPlugins(app: ReturnType<typeof createServer>, config: Config, metrics: Metrics): Promise<void> {
   await app.register(lifecycle);
   await app.register(socketLimits, { maxRequestsPerSocket: config.http.maxRequestsPerSocket });
   await app.register(database, { config });
@@ -91,5 +107,4 @@ export async function buildApp(config: Config, logger: Logger) {
   await app.register(rateLimit, { config, routes: ['POST /v1/users'] });
   await app.register(healthcheck);
   await app.register(users, { config, metrics });
-  return app;
 }

@@ -66,6 +66,8 @@ try {
 } catch (err) {
   log.fatal({ err }, 'failed to start');
   log.flush();
+  // Also one plain line for a person at a terminal, as for an invalid environment.
+  process.stderr.write(`mailoffload: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 }
 

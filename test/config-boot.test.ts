@@ -10,7 +10,10 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { simpleParser } from 'mailparser';
+import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
+import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { createLogger } from '../src/logger.js';
 import { createTestDatabase, postJson, projectRoot, startService, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------
@@ -350,6 +353,31 @@ function runMigrate(databaseUrl: string): Promise<{ code: number; stdout: string
     );
   });
 }
+
+describe('a boot that fails after the embedded PostgreSQL started', () => {
+  test('exits 1 with a plain stderr line and stops the PostgreSQL it started', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'mailoffload-bootfail-'));
+    tempDirs.push(root);
+    chmodSync(root, 0o755);
+    const dataDir = path.join(root, 'data');
+    // A `users` table the migrations did not create makes 001_users fail after PostgreSQL is up.
+    const embedded = await startEmbeddedPostgres(dataDir, createLogger('silent'));
+    const client = new pg.Client({ connectionString: embedded.url });
+    await client.connect();
+    await client.query('CREATE TABLE users (id int)');
+    await client.end();
+    await embedded.stop();
+
+    const service = await startService({ DATA_DIR: dataDir }, { waitReady: false });
+    const exit = await service.exited;
+    assert.equal(exit.code, 1);
+    const stderr = service.stderr.join('');
+    assert.match(stderr, /^mailoffload: failed to start: .*users/m);
+    assert.ok(service.logs.some((line) => line.msg === 'embedded PostgreSQL stopped'), 'the embedded PostgreSQL was stopped');
+    assert.deepEqual(processesMentioning(path.join(dataDir, 'pg')), [], 'no postgres left running on this DATA_DIR');
+    assert.ok(!existsSync(path.join(dataDir, 'instance.pid')), 'the DATA_DIR lock is released');
+  });
+});
 
 describe('npm run migrate', () => {
   test('two runs together on a fresh database apply each migration once; a third finds it up to date', async () => {

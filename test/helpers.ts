@@ -292,3 +292,39 @@ export function tokenFrom(mail: ReceivedMail): string {
   assert.ok(match, 'welcome email carries an activation token');
   return match[1]!;
 }
+
+// ---------------------------------------------------------------------------------------
+// Cleanup of what a test file starts
+
+/**
+ * The services and SMTP sinks a test file starts, so that one `cleanup()` in after() stops
+ * every one of them, even after a failed assertion (a live child would hang the runner).
+ */
+export class ChildScope {
+  readonly services: ServiceProcess[] = [];
+  readonly sinks: SmtpSink[] = [];
+
+  constructor(private readonly defaults: () => Record<string, string | undefined> = () => ({})) {}
+
+  async sink(behaviour: SmtpBehaviour = {}): Promise<SmtpSink> {
+    const started = await startSmtpSink(behaviour);
+    this.sinks.push(started);
+    return started;
+  }
+
+  async service(env: Record<string, string | undefined>, options?: { waitReady?: boolean }): Promise<ServiceProcess> {
+    const started = await startService({ ...this.defaults(), ...env }, options);
+    this.services.push(started);
+    return started;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const service of this.services) {
+      if (service.child.exitCode === null && service.child.signalCode === null) {
+        service.kill('SIGKILL');
+        await service.exited;
+      }
+    }
+    await Promise.all(this.sinks.map((sink) => sink.stop()));
+  }
+}

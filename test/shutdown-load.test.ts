@@ -5,10 +5,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
+  ChildScope,
   createTestDatabase,
   postJson,
-  startService,
-  startSmtpSink,
   uniqueEmail,
   waitUntil,
   type ServiceProcess,
@@ -18,8 +17,7 @@ import {
 import { startSignupLoad, type SignupLoad, type SignupOutcome } from './signup-load.js';
 
 let db: TestDatabase;
-const sinks: SmtpSink[] = [];
-const services: ServiceProcess[] = [];
+const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
 const loads: SignupLoad[] = [];
 
 before(async () => {
@@ -28,26 +26,17 @@ before(async () => {
 
 after(async () => {
   await Promise.all(loads.map((load) => load.stop()));
-  for (const service of services) {
-    if (service.child.exitCode === null && service.child.signalCode === null) {
-      service.kill('SIGKILL');
-      await service.exited;
-    }
-  }
-  await Promise.all(sinks.map((sink) => sink.stop()));
+  // A failed assertion must not leave a service running.
+  await children.cleanup();
   await db.drop();
 });
 
-async function sink(latencyMs: number): Promise<SmtpSink> {
-  const started = await startSmtpSink({ latencyMs });
-  sinks.push(started);
-  return started;
+function sink(latencyMs: number): Promise<SmtpSink> {
+  return children.sink({ latencyMs });
 }
 
-async function service(env: Record<string, string>): Promise<ServiceProcess> {
-  const started = await startService({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>', ...env });
-  services.push(started);
-  return started;
+function service(env: Record<string, string>): Promise<ServiceProcess> {
+  return children.service(env);
 }
 
 function load(options: Parameters<typeof startSignupLoad>[0]): SignupLoad {

@@ -9,10 +9,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
+  ChildScope,
   createTestDatabase,
   postJson,
-  startService,
-  startSmtpSink,
   uniqueEmail,
   waitUntil,
   type ServiceProcess,
@@ -21,35 +20,24 @@ import {
 } from './helpers.js';
 
 let db: TestDatabase;
-const sinks: SmtpSink[] = [];
-const services: ServiceProcess[] = [];
+const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
 
 before(async () => {
   db = await createTestDatabase();
 });
 
 after(async () => {
-  // A failed assertion must not leave a service running: SIGKILL whatever is still alive.
-  for (const service of services) {
-    if (service.child.exitCode === null && service.child.signalCode === null) {
-      service.kill('SIGKILL');
-      await service.exited;
-    }
-  }
-  await Promise.all(sinks.map((sink) => sink.stop()));
+  // A failed assertion must not leave a service running.
+  await children.cleanup();
   await db.drop();
 });
 
-async function sink(latencyMs: number): Promise<SmtpSink> {
-  const started = await startSmtpSink({ latencyMs });
-  sinks.push(started);
-  return started;
+function sink(latencyMs: number): Promise<SmtpSink> {
+  return children.sink({ latencyMs });
 }
 
-async function service(env: Record<string, string>): Promise<ServiceProcess> {
-  const started = await startService({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>', ...env });
-  services.push(started);
-  return started;
+function service(env: Record<string, string>): Promise<ServiceProcess> {
+  return children.service(env);
 }
 
 async function signup(svc: ServiceProcess, email: string): Promise<number> {
@@ -323,8 +311,7 @@ test('a signal during boot (embedded PostgreSQL up, migrations running) stops ev
   const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
   const smtp = await sink(0);
   try {
-    const svc = await startService({ DATA_DIR: dataDir, SMTP_URL: smtp.url }, { waitReady: false });
-    services.push(svc);
+    const svc = await children.service({ DATABASE_URL: undefined, DATA_DIR: dataDir, SMTP_URL: smtp.url }, { waitReady: false });
     await svc.waitForLog('embedded PostgreSQL started', 60_000);
     svc.kill('SIGINT');
     const { code } = await svc.exited;

@@ -24,12 +24,15 @@ export function renderWelcome(job: WelcomeJob): RenderedWelcome {
   const text = [
     `Hi ${job.name},`,
     '',
-    'Thanks for signing up for a Mailoffload account. We are excited to have you on board!',
+    // Lines stay under 76 characters: an ASCII text part then goes out as 7bit, readable as it
+    // is in a saved .eml, instead of quoted-printable with soft line breaks.
+    'Thanks for signing up for a Mailoffload account.',
+    'We are excited to have you on board!',
     '',
     `For future reference, your user ID number is ${job.userId}.`,
     '',
-    'Please send a request to the `PUT /v1/users/activated` endpoint with the following JSON',
-    'body to activate your account:',
+    'Please send a request to the `PUT /v1/users/activated` endpoint',
+    'with the following JSON body to activate your account:',
     '',
     activation,
     '',

@@ -23,8 +23,15 @@ export default fp<{ config: Config }>(
       // Registered first, so it runs after every other onClose hook of this app.
       app.addHook('onClose', () => embedded.stop());
       databaseUrl = embedded.url;
+      // A boot that fails from here on never reaches onClose: stop the server we started
+      // rather than leave it running in its own process group.
+      await runMigrations(databaseUrl, log).catch(async (error: unknown) => {
+        await embedded.stop();
+        throw error;
+      });
+    } else {
+      await runMigrations(databaseUrl, log);
     }
-    await runMigrations(databaseUrl, log);
     const pool = createPool(databaseUrl, log);
     let ended = false;
     app.addHook('onClose', async () => {

@@ -38,6 +38,11 @@ export default fp<{ config: Config; metrics: Metrics }>(
   async (app, { config, metrics }) => {
     const log = app.log.child({ component: 'mailer' });
     const owner = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
+    if (config.mail.leaseMs <= config.mail.sendTimeoutMs) {
+      // Leases are not renewed while a send runs: a lease shorter than the send timeout lets
+      // another instance take over a slow send and deliver the email twice.
+      log.warn({ leaseMs: config.mail.leaseMs, sendTimeoutMs: config.mail.sendTimeoutMs }, 'MAIL_LEASE_MS is not above MAIL_SEND_TIMEOUT_MS: slow sends may be duplicated');
+    }
 
     let catcher: MailCatcher | undefined;
     if (config.smtpUrl === undefined) {
