@@ -11,6 +11,7 @@ import { countByStatus, type OutboxCounts } from './mail/outbox.js';
 import { errors } from './errors.js';
 import { BODY_LIMIT_BYTES, errorHandler } from './error-handler.js';
 import { Metrics } from './metrics.js';
+import jsonBody from './plugins/json-body.js';
 import database from './plugins/database.js';
 import lifecycle from './plugins/lifecycle.js';
 import mailer from './plugins/mailer.js';
@@ -82,6 +83,7 @@ function createServer(config: Config, logger: Logger) {
 }
 
 async function registerPlugins(app: ReturnType<typeof createServer>, config: Config, metrics: Metrics): Promise<void> {
+  await app.register(jsonBody, { bodyLimit: BODY_LIMIT_BYTES });
   await app.register(lifecycle);
   await app.register(socketLimits, { maxRequestsPerSocket: config.http.maxRequestsPerSocket });
   await app.register(database, { config });

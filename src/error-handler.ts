@@ -40,10 +40,6 @@ function translate(error: FastifyError, request: FastifyRequest): ApiError | und
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return errors.badRequest('the Content-Length header does not match the body');
   }
-  // secure-json-parse rejects __proto__ and constructor.prototype keys with a SyntaxError.
-  if (error instanceof SyntaxError && error.statusCode === 400) {
-    return errors.badRequest(/prototype/.test(error.message) ? 'body contains a forbidden key (__proto__ or constructor)' : 'body contains badly-formed JSON');
-  }
   if (isDatabaseUnavailable(error)) return errors.databaseUnavailable();
   // Other 4xx raised by Fastify or a plugin (e.g. the rate limiter) keep their status.
   if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {

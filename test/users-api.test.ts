@@ -291,10 +291,8 @@ describe('POST /v1/users: 400 and 413 for bodies that are not a signup', () => {
     { title: 'JSON null', send: () => rawSignup('null'), message: 'body must not be empty' },
     { title: 'JSON array', send: () => rawSignup(`[{"name":"Ada","email":"${uniqueEmail()}","password":"${PASSWORD}"}]`), message: 'body must be a JSON object' },
     { title: 'JSON string', send: () => rawSignup('"hello"'), message: 'body must be a JSON object' },
-    // Fastify 5 replaces secure-json-parse's own error with its generic one, so prototype
-    // poisoning reads as badly-formed JSON; either way it never reaches a handler.
-    { title: '__proto__ key', send: () => rawSignup(`{"name":"Ada","__proto__":{"admin":true}}`), message: /^body contains (badly-formed JSON|a forbidden key)/ },
-    { title: 'constructor.prototype key', send: () => rawSignup(`{"name":"Ada","constructor":{"prototype":{"admin":true}}}`), message: /^body contains (badly-formed JSON|a forbidden key)/ },
+    { title: '__proto__ key', send: () => rawSignup(`{"name":"Ada","__proto__":{"admin":true}}`), message: 'body contains a forbidden key (__proto__ or constructor)' },
+    { title: 'constructor.prototype key', send: () => rawSignup(`{"name":"Ada","constructor":{"prototype":{"admin":true}}}`), message: 'body contains a forbidden key (__proto__ or constructor)' },
   ];
   for (const { title, send, message } of cases) {
     test(`400: ${title}`, async () => {
