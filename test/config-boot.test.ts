@@ -12,7 +12,7 @@ import { after, describe, test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
 import { createTestDatabase, postJson, projectRoot, startService, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
 
@@ -178,15 +178,6 @@ async function bootFailure(env: Record<string, string | undefined>) {
   ]);
   const stderr = service.stderr.join('');
   return { exit, stdout, stderr, logs: service.logs, all: `${stdout}\n${stderr}\n${JSON.stringify(service.logs)}` };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Pids whose command line mentions `text` (Linux /proc; postgres is started with -D <dir>). */

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Piscina } from 'piscina';
-import { SMTPServer } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ConfigError, loadConfig } from '../src/config.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import {
@@ -362,26 +362,31 @@ test('a name or email containing "\\r\\nBcc:" never adds a recipient (the worker
   assert.ok(!smtp.received.some((received) => received.envelopeTo.includes(attacker)));
 });
 
-test('smtps:// verifies the server certificate: a self-signed server gets nothing', async () => {
-  let delivered = 0;
-  // smtp-server's built-in certificate is self-signed.
-  const server = new SMTPServer({ secure: true, authOptional: true, disableReverseLookup: true, logger: false, onData(stream, _session, callback) {
+/** A loopback SMTP server that only counts the messages it accepts. */
+async function countingSmtpServer(options: SMTPServerOptions): Promise<{ server: SMTPServer; port: number; delivered: () => number }> {
+  let count = 0;
+  const server = new SMTPServer({ ...options, disableReverseLookup: true, logger: false, onData(stream, _session, callback) {
     stream.resume();
     stream.on('end', () => {
-      delivered++;
+      count++;
       callback();
     });
   } });
   server.on('error', () => undefined);
   server.listen(0, '127.0.0.1');
   await once(server.server, 'listening');
-  const port = (server.server.address() as net.AddressInfo).port;
+  return { server, port: (server.server.address() as net.AddressInfo).port, delivered: () => count };
+}
+
+test('smtps:// verifies the server certificate: a self-signed server gets nothing', async () => {
+  // smtp-server's built-in certificate is self-signed.
+  const { server, port, delivered } = await countingSmtpServer({ secure: true, authOptional: true });
   try {
     const config = loadConfig({ MAIL_WORKERS: '1', SMTP_URL: `smtps://127.0.0.1:${port}` });
     const [result] = await runWorker(workerSettings(config.smtpUrl!, { requireTls: config.smtpRequireTls }), [job('Tess', uniqueEmail('tls'))]);
     assert.equal(result!.status, 'failed');
     assert.match(result!.status === 'failed' ? result!.message : '', /certificate/i);
-    assert.equal(delivered, 0);
+    assert.equal(delivered(), 0);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
@@ -393,28 +398,17 @@ test('plain smtp:// to a non-loopback host refuses to send without STARTTLS', as
   // no STARTTLS, which is what a downgraded remote relay looks like.
   assert.equal(loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://smtp.example.com:25' }).smtpRequireTls, true);
   assert.equal(loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://smtp.example.com:25', SMTP_ALLOW_INSECURE: 'true' }).smtpRequireTls, false);
-  let delivered = 0;
-  const server = new SMTPServer({ disabledCommands: ['STARTTLS', 'AUTH'], authOptional: true, disableReverseLookup: true, logger: false, onData(stream, _session, callback) {
-    stream.resume();
-    stream.on('end', () => {
-      delivered++;
-      callback();
-    });
-  } });
-  server.on('error', () => undefined);
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  const port = (server.server.address() as net.AddressInfo).port;
+  const { server, port, delivered } = await countingSmtpServer({ disabledCommands: ['STARTTLS', 'AUTH'], authOptional: true });
   try {
     const [refused] = await runWorker(workerSettings(`smtp://127.0.0.1:${port}`, { requireTls: true }), [job('Stan', uniqueEmail('starttls'))]);
     assert.equal(refused!.status, 'failed');
     assert.match(refused!.status === 'failed' ? refused!.message : '', /STARTTLS/i);
-    assert.equal(delivered, 0, 'nothing was sent in clear');
+    assert.equal(delivered(), 0, 'nothing was sent in clear');
 
     // With the explicit override the same server is used (opportunistic STARTTLS).
     const [sent] = await runWorker(workerSettings(`smtp://127.0.0.1:${port}`, { requireTls: false }), [job('Stan', uniqueEmail('starttls'))]);
     assert.equal(sent!.status, 'sent');
-    assert.equal(delivered, 1);
+    assert.equal(delivered(), 1);
   } finally {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
 import { startService, startSmtpSink, waitUntil, type ServiceProcess, type SmtpSink } from './helpers.js';
-import { startSignupLoad, type SignupLoad, type SignupOutcome } from './signup-load.js';
+import { describeOutcomes, startSignupLoad, type SignupLoad } from './signup-load.js';
 
 const log = createLogger('warn');
 let dataDir: string | undefined;
@@ -30,15 +30,6 @@ after(async () => {
   await database?.stop();
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 });
-
-function describeOutcomes(outcomes: readonly SignupOutcome[]): string {
-  const counts = new Map<string, number>();
-  for (const o of outcomes) {
-    const key = o.status !== undefined ? String(o.status) : `error:${o.failure}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-  }
-  return [...counts].map(([key, n]) => `${key}=${n}`).join(' ');
-}
 
 test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash, no accepted email lost, healthy again by itself', async () => {
   dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-outage-'));

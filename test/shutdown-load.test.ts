@@ -14,7 +14,7 @@ import {
   type SmtpSink,
   type TestDatabase,
 } from './helpers.js';
-import { startSignupLoad, type SignupLoad, type SignupOutcome } from './signup-load.js';
+import { describeOutcomes, startSignupLoad, type SignupLoad, type SignupOutcome } from './signup-load.js';
 
 let db: TestDatabase;
 const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
@@ -81,15 +81,6 @@ function assertExactlyOncePerAccepted(smtp: SmtpSink, accepted: readonly SignupO
   const duplicated = [...counts].filter(([, n]) => n > 1);
   const unexpected = [...counts.keys()].filter((email) => !acceptedSet.has(email));
   assert.deepEqual({ missing, duplicated, unexpected }, { missing: [], duplicated: [], unexpected: [] });
-}
-
-function describeOutcomes(outcomes: readonly SignupOutcome[]): string {
-  const counts = new Map<string, number>();
-  for (const o of outcomes) {
-    const key = o.status !== undefined ? String(o.status) : `error:${o.failure}`;
-    counts.set(key, (counts.get(key) ?? 0) + 1);
-  }
-  return [...counts].map(([key, n]) => `${key}=${n}`).join(' ');
 }
 
 const isConnectionFailure = (outcome: SignupOutcome) => outcome.failure !== undefined && outcome.failure !== 'timeout';

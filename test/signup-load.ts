@@ -99,3 +99,13 @@ export function startSignupLoad(options: SignupLoadOptions): SignupLoad {
     done,
   };
 }
+
+/** "202=310 503=12 error:timeout=1": the outcomes counted by status or failure, for messages. */
+export function describeOutcomes(outcomes: readonly SignupOutcome[]): string {
+  const counts = new Map<string, number>();
+  for (const o of outcomes) {
+    const key = o.status !== undefined ? String(o.status) : `error:${o.failure}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  return [...counts].map(([key, n]) => `${key}=${n}`).join(' ');
+}

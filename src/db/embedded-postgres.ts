@@ -115,7 +115,8 @@ function takeInstanceLock(dataDir: string): () => void {
   };
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it does, owned by another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
