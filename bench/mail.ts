@@ -149,7 +149,7 @@ function appConfig(env: Record<string, string>): Config {
 async function waitUntilAllSent(app: App, timeoutMs = 120_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (app.mailer.dispatcher.inFlight === 0) {
+    if (app.mailer.inFlight === 0) {
       const { rows } = await app.db.query<{ n: number }>("SELECT count(*)::int AS n FROM email_outbox WHERE status <> 'sent'");
       if (rows[0]!.n === 0) return;
       if (Date.now() > deadline) throw new Error(`${rows[0]!.n} outbox rows still unsent after ${timeoutMs} ms`);
@@ -222,7 +222,7 @@ async function pipeline(serverUrl: string, smtpUrl: string) {
   const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl });
   const app = await buildApp(config, log);
   await app.ready();
-  const { sweeper } = app.mailer;
+  const { sweeper } = app.mailer.internals;
   const rates: number[] = [];
   const cpuPerEmail: number[] = [];
   try {
@@ -264,7 +264,7 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
   const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl, DKIM_DOMAIN: 'bench.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey });
   const app = await buildApp(config, log);
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
-  const { pool } = app.mailer;
+  const { pool } = app.mailer.internals;
 
   // The on-thread variant, for this benchmark only: the dispatcher's pool.run() is pointed at
   // the same batch sender the workers use, running on the API thread.
@@ -279,7 +279,7 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
   });
   // And a reference with no mail work at all: every job "sent" at once, nothing composed.
   const runOnPool = pool.run;
-  const noMail = async (task: MailTask): Promise<MailResult[]> => task.map((job) => ({ outboxId: job.outboxId, status: 'sent', messageId: '', response: '' }));
+  const noMail = async (task: MailTask): Promise<MailResult[]> => task.map((job) => ({ outboxId: job.outboxId, status: 'sent' }));
   type Variant = 'pool' | 'thread' | 'none';
   const use = (variant: Variant) => {
     (pool as { run: unknown }).run = variant === 'pool' ? runOnPool : variant === 'thread' ? (task: MailTask) => onThread.send(task) : noMail;

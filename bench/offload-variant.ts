@@ -16,7 +16,8 @@ import { Metrics } from '../src/metrics.js';
 import { hashPassword } from '../src/passwords.js';
 import { SignupBody, UserResponse } from '../src/routes/schemas.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../src/tokens.js';
-import { renderWelcome, welcomeMessageId } from '../workers/render-welcome.js';
+import { welcomeMessageId } from '../src/mail/message-id.js';
+import { renderWelcome } from '../workers/render-welcome.js';
 
 const env = process.env;
 const variant = env.VARIANT;

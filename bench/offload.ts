@@ -13,7 +13,7 @@ import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
-import { runMigrations } from '../src/db/migrate.js';
+import { runMigrations } from '../src/db/migrations.js';
 import { createLogger } from '../src/logger.js';
 import {
   awaitDelivery, createDatabase, exitCodeOf, fmt, printTable, projectRoot, sleep, spawnNode, startService, startSink, stopService, summaryLine, tempDataDir,

@@ -1,44 +1,38 @@
 // buildApp(config): the whole service as a Fastify instance, used by server.ts and by the
 // tests. Plugins open their resource at boot and close it in onClose; Fastify runs onClose
 // hooks in reverse order, so the order here is the reverse of the shutdown order:
-// database (embedded PostgreSQL, pool, migrations) < mailer (catcher, pool, sweeper) < routes.
+// database (embedded PostgreSQL, pool, migrations) < metrics < mailer (catcher, pipeline) < routes.
 import { randomUUID } from 'node:crypto';
 import Fastify, { LogController } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Logger } from 'pino';
 import type { Config } from './config.js';
-import { countByStatus, type OutboxCounts } from './mail/outbox.js';
 import { errors } from './errors.js';
 import { BODY_LIMIT_BYTES, errorHandler } from './error-handler.js';
-import { Metrics } from './metrics.js';
 import jsonBody from './plugins/json-body.js';
 import database from './plugins/database.js';
 import lifecycle from './plugins/lifecycle.js';
 import mailer from './plugins/mailer.js';
+import metrics from './plugins/metrics.js';
 import rateLimit from './plugins/rate-limit.js';
 import socketLimits from './plugins/socket-limits.js';
 import healthcheck from './routes/healthcheck.js';
 import users from './routes/users.js';
 
-declare module 'fastify' {
-  interface FastifyInstance {
-    metrics: Metrics;
-  }
-}
-
 export async function buildApp(config: Config, logger: Logger) {
   const app = createServer(config, logger);
-  const metrics = new Metrics({ defaultMetrics: config.metricsEnabled });
-  app.decorate('metrics', metrics);
-  app.addHook('onClose', async () => metrics.close());
   app.setErrorHandler(errorHandler);
-  app.setNotFoundHandler((_request, reply) => {
-    const notFound = errors.notFound();
-    return reply.code(notFound.statusCode).send(notFound.body);
+  app.setNotFoundHandler((request, reply) => {
+    // A known path with the wrong method is 405 with the methods it has (as Greenlight answers).
+    const url = request.url.split('?', 1)[0]!;
+    const allowed = HTTP_METHODS.filter((method) => app.hasRoute({ method, url }));
+    const error = allowed.length > 0 ? errors.methodNotAllowed() : errors.notFound();
+    if (allowed.length > 0) reply.header('allow', allowed.join(', '));
+    return reply.code(error.statusCode).send(error.body);
   });
 
   try {
-    await registerPlugins(app, config, metrics);
+    await registerPlugins(app, config);
   } catch (error) {
     // Close what the plugins that did load opened (the embedded PostgreSQL, the worker pool).
     await app.close().catch(() => undefined);
@@ -82,31 +76,17 @@ function createServer(config: Config, logger: Logger) {
   return app;
 }
 
-async function registerPlugins(app: ReturnType<typeof createServer>, config: Config, metrics: Metrics): Promise<void> {
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+
+async function registerPlugins(app: ReturnType<typeof createServer>, config: Config): Promise<void> {
   await app.register(jsonBody, { bodyLimit: BODY_LIMIT_BYTES });
   await app.register(lifecycle);
   await app.register(socketLimits, { maxRequestsPerSocket: config.http.maxRequestsPerSocket });
   await app.register(database, { config });
-  await app.register(mailer, { config, metrics });
-
-  // One count query per scrape serves the three gauges; while the database is away a scrape
-  // reports the last known counts rather than failing.
-  let lastCounts: OutboxCounts = { pending: 0, sending: 0, dead: 0 };
-  let reading: { at: number; counts: Promise<OutboxCounts> } | undefined;
-  const outboxCounts = () => {
-    if (!reading || Date.now() - reading.at > 1000) {
-      reading = { at: Date.now(), counts: countByStatus(app.db).then((counts) => (lastCounts = counts), () => lastCounts) };
-    }
-    return reading.counts;
-  };
-  for (const status of ['pending', 'sending', 'dead'] as const) {
-    metrics.gauge(`mailoffload_outbox_${status}`, `Outbox rows in status ${status}`, async () => (await outboxCounts())[status]);
-  }
-  app.get('/metrics', async (_request, reply) => {
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
-  });
+  await app.register(metrics, { config });
+  await app.register(mailer, { config });
 
   await app.register(rateLimit, { config, routes: ['POST /v1/users'] });
   await app.register(healthcheck);
-  await app.register(users, { config, metrics });
+  await app.register(users, { config });
 }

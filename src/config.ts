@@ -129,7 +129,8 @@ function domainOf(from: string): string | undefined {
   return match?.[1];
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+/** The environment checked against the variables' schemas, with defaults applied. */
+function parseEnvironment(env: NodeJS.ProcessEnv): Record<VariableName, unknown> {
   const properties: Record<string, unknown> = {};
   for (const [name, { schema }] of Object.entries(variables)) properties[name] = schema;
   // Empty strings count as unset, as a shell's `VAR=` usually means "use the default".
@@ -148,21 +149,12 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     if (name && name in variables) throw invalid(name, data[name]);
     throw error;
   }
+  return raw;
+}
 
-  const get = <T>(name: VariableName): T => raw[name] as T;
-  checkUrl('DATABASE_URL', get('DATABASE_URL'), ['postgres:', 'postgresql:']);
-  checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
-  const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
-  if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
-  const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
-  if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
-
-  const mailFrom = get<string>('MAIL_FROM');
-  const fromDomain = domainOf(mailFrom);
-  if (fromDomain === undefined) throw invalid('MAIL_FROM', mailFrom);
-
+/** DKIM_DOMAIN, DKIM_SELECTOR and DKIM_PRIVATE_KEY (a PEM or a path to one): all three or none. */
+function readDkim(get: <T>(name: VariableName) => T): DkimConfig | undefined {
   const dkimParts = [get<string>('DKIM_DOMAIN'), get<string>('DKIM_SELECTOR'), get<string>('DKIM_PRIVATE_KEY')];
-  let dkim: DkimConfig | undefined;
   // Half a DKIM setup is a mistake, not a wish to send unsigned mail: say which part is missing.
   const dkimNames = ['DKIM_DOMAIN', 'DKIM_SELECTOR', 'DKIM_PRIVATE_KEY'] as const;
   const missing = dkimNames.filter((_, i) => dkimParts[i] === undefined);
@@ -179,8 +171,27 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
         throw invalid('DKIM_PRIVATE_KEY', undefined);
       }
     }
-    dkim = { domainName, keySelector, privateKey };
+    return { domainName, keySelector, privateKey };
   }
+
+  return undefined;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const raw = parseEnvironment(env);
+  const get = <T>(name: VariableName): T => raw[name] as T;
+  checkUrl('DATABASE_URL', get('DATABASE_URL'), ['postgres:', 'postgresql:']);
+  checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
+  const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
+  if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
+  const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
+  if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
+
+  const mailFrom = get<string>('MAIL_FROM');
+  const fromDomain = domainOf(mailFrom);
+  if (fromDomain === undefined) throw invalid('MAIL_FROM', mailFrom);
+
+  const dkim = readDkim(get);
 
   const config: Config = {
     port: get('PORT'),

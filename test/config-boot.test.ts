@@ -332,13 +332,13 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
 });
 
 // ---------------------------------------------------------------------------------------
-// npm run migrate (node dist/src/migrate.js)
+// npm run migrate (node dist/scripts/migrate.js)
 
 function runMigrate(databaseUrl: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(
       process.execPath,
-      [path.join(projectRoot, 'dist/src/migrate.js')],
+      [path.join(projectRoot, 'dist/scripts/migrate.js')],
       { cwd: projectRoot, env: { PATH: process.env.PATH, DATABASE_URL: databaseUrl, LOG_LEVEL: 'info' }, timeout: 30_000 },
       (error, stdout, stderr) => resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );

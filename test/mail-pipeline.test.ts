@@ -174,7 +174,7 @@ test('2,000 signups with a small in-flight bound: each delivered exactly once, m
     RATE_LIMIT_PER_MINUTE: '0',
     RATE_LIMIT_GLOBAL_PER_MINUTE: '0',
   });
-  const { dispatcher, pool } = app.mailer;
+  const { dispatcher, pool } = app.mailer.internals;
   const maxQueue = pool.options.maxQueue;
   assert.equal(typeof maxQueue, 'number');
 
@@ -233,7 +233,7 @@ test('a backlog larger than the in-flight bound drains without waiting for sweep
   );
   const { smtp, app } = await withApp(t, { MAIL_MAX_IN_FLIGHT: '20', MAIL_BATCH_SIZE: '4', SWEEP_INTERVAL_MS: '60000' });
   let maxInFlight = 0;
-  const sampler = setInterval(() => (maxInFlight = Math.max(maxInFlight, app.mailer.dispatcher.inFlight)), 2);
+  const sampler = setInterval(() => (maxInFlight = Math.max(maxInFlight, app.mailer.inFlight)), 2);
   t.after(() => clearInterval(sampler));
   await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 300, 20_000, () => `300 backlog emails, got ${smtp.received.length}`);
   await waitUntil(async () => {
@@ -246,7 +246,7 @@ test('a backlog larger than the in-flight bound drains without waiting for sweep
 test('a worker thread that dies mid-task is replaced and its email is retried and delivered', async (t) => {
   const smtp = await startSmtpSink({ latencyMs: 1000 });
   const { app } = await withApp(t, { MAIL_WORKERS: '1' }, smtp);
-  const { pool } = app.mailer;
+  const { pool } = app.mailer.internals;
   const [original] = pool.threads;
   assert.ok(original);
 

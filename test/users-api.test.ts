@@ -412,6 +412,15 @@ describe('other routes', () => {
     }
   });
 
+  test('a known path with the wrong method: 405 in JSON with an Allow header', async () => {
+    for (const [method, url, allow] of [['DELETE', '/v1/users', 'POST'], ['GET', '/v1/users/activated', 'PUT'], ['POST', '/v1/healthcheck?x=1', 'GET, HEAD']] as const) {
+      const response = await app.inject({ method, url });
+      assert.equal(response.statusCode, 405, `${method} ${url}`);
+      assert.equal(response.headers.allow, allow, `${method} ${url}`);
+      assert.deepEqual(response.json(), { error: 'the method is not supported for this resource' });
+    }
+  });
+
   test('no log line holds a password or a token', async () => {
     const { token } = await signupAndToken('logs');
     await activate({ token });

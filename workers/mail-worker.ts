@@ -23,6 +23,6 @@ const sender = createBatchSender(settings);
 
 process.once('exit', () => sender.close());
 
-export default function sendBatch(task: MailTask): Promise<MailResult[]> {
+export default function mailWorker(task: MailTask): Promise<MailResult[]> {
   return sender.send(task);
 }

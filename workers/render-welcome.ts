@@ -1,5 +1,6 @@
 // Pure rendering of the welcome email: no I/O, no settings beyond its arguments.
 import type { WelcomeJob } from '../src/mail/contract.js';
+import { ACTIVATION_TTL_MS } from '../src/tokens.js';
 
 export const WELCOME_SUBJECT = 'Welcome to Mailoffload!';
 
@@ -9,14 +10,19 @@ export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (ch) => HTML_ESCAPES[ch] ?? ch);
 }
 
-export function welcomeMessageId(outboxId: number, domain: string): string {
-  return `<welcome-${outboxId}@${domain}>`;
-}
-
 export interface RenderedWelcome {
   readonly subject: string;
   readonly text: string;
   readonly html: string;
+}
+
+/** "3 days", from the token's lifetime, so the text cannot disagree with the expiry. */
+export const VALIDITY_TEXT = describeDuration(ACTIVATION_TTL_MS);
+
+function describeDuration(ms: number): string {
+  const hours = ms / 3_600_000;
+  if (hours % 24 === 0) return hours === 24 ? '1 day' : `${hours / 24} days`;
+  return hours === 1 ? '1 hour' : `${hours} hours`;
 }
 
 export function renderWelcome(job: WelcomeJob): RenderedWelcome {
@@ -36,7 +42,7 @@ export function renderWelcome(job: WelcomeJob): RenderedWelcome {
     '',
     activation,
     '',
-    'Please note that this is a one-time use token and it will expire in 3 days.',
+    `Please note that this is a one-time use token and it will expire in ${VALIDITY_TEXT}.`,
     '',
     'Thanks,',
     '',
@@ -52,7 +58,7 @@ export function renderWelcome(job: WelcomeJob): RenderedWelcome {
 <p>For future reference, your user ID number is ${job.userId}.</p>
 <p>Please send a request to the <code>PUT /v1/users/activated</code> endpoint with the following JSON body to activate your account:</p>
 <pre><code>${escapeHtml(activation)}</code></pre>
-<p>Please note that this is a one-time use token and it will expire in 3 days.</p>
+<p>Please note that this is a one-time use token and it will expire in ${VALIDITY_TEXT}.</p>
 <p>Thanks,</p>
 <p>The Mailoffload Team</p>
 </body>

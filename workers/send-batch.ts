@@ -7,7 +7,8 @@ import nodemailer from 'nodemailer';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import { isValidEmail } from '../src/validation.js';
 import { classifySendError } from './classify-error.js';
-import { renderWelcome, welcomeMessageId } from './render-welcome.js';
+import { welcomeMessageId } from '../src/mail/message-id.js';
+import { renderWelcome } from './render-welcome.js';
 
 export interface BatchSender {
   send(task: MailTask): Promise<MailResult[]>;
@@ -45,7 +46,7 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     const { subject, text, html } = renderWelcome(job);
     const messageId = welcomeMessageId(job.outboxId, settings.messageIdDomain);
     try {
-      const info = await transporter.sendMail({
+      await transporter.sendMail({
         from: settings.from,
         // An address object, not a string: nodemailer encodes the display name, so CR/LF or a
         // comma in it cannot add a header or a second recipient.
@@ -59,7 +60,7 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
         disableFileAccess: true,
         disableUrlAccess: true,
       });
-      return { outboxId: job.outboxId, status: 'sent', messageId, response: String(info.response ?? '') };
+      return { outboxId: job.outboxId, status: 'sent' };
     } catch (error) {
       return { outboxId: job.outboxId, status: 'failed', ...classifySendError(error) };
     }

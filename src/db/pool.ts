@@ -2,6 +2,7 @@
 // (a Pool or a PoolClient) as its first argument, so callers choose the transaction.
 import pg from 'pg';
 import type { Log } from '../logger.js';
+import { CONNECTION_EXCEPTION_CLASS, SQLSTATE } from './sqlstate.js';
 
 // bigint columns (ids) arrive as numbers: they stay far below 2^53, and JSON wants numbers.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
@@ -44,7 +45,8 @@ export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolCl
 export function isDatabaseUnavailable(error: unknown): boolean {
   const { code, message } = (error ?? {}) as { code?: string; message?: string };
   if (typeof code === 'string') {
-    if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return true;
+    if (code.startsWith(CONNECTION_EXCEPTION_CLASS)) return true;
+    if (code === SQLSTATE.adminShutdown || code === SQLSTATE.crashShutdown || code === SQLSTATE.cannotConnectNow) return true;
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH'].includes(code)) return true;
   }
   // pg reports a dropped socket and a connect timeout without a code.

@@ -4,7 +4,9 @@
 // instead of five: this is the hot path of every signup.
 import type { Queryable } from './pool.js';
 import type { User } from './users.js';
-import { ACTIVATION_SCOPE } from './tokens.js';
+import { SQLSTATE } from './sqlstate.js';
+import { ACTIVATION_SCOPE, insertTokensFrom } from './tokens.js';
+import type { Lease } from '../mail/leases.js';
 
 export class EmailTakenError extends Error {
   constructor() {
@@ -24,7 +26,7 @@ export interface NewSignup {
    * born leased to it (`sending`), so no sweeper can take it meanwhile. Unset (the pool is
    * saturated): the row is born `pending` and a sweeper sends it.
    */
-  readonly lease?: { readonly owner: string; readonly ms: number };
+  readonly lease?: Lease;
 }
 
 export interface SignupRecord {
@@ -39,8 +41,7 @@ export async function insertSignup(db: Queryable, signup: NewSignup): Promise<Si
          INSERT INTO users (name, email, password_hash) VALUES ($1, $2, $3)
          RETURNING id, created_at, name, email::text AS email, activated, version
        ), token AS (
-         INSERT INTO tokens (hash, user_id, expiry, scope)
-         SELECT $4, id, now() + $5 * interval '1 millisecond', '${ACTIVATION_SCOPE}' FROM new_user
+         ${insertTokensFrom(`SELECT $4::bytea, id, $5::float8, '${ACTIVATION_SCOPE}'::text FROM new_user`)}
        ), outbox AS (
          INSERT INTO email_outbox (user_id, template, status, attempts, lease_owner, lease_expires_at)
          SELECT id, 'welcome',
@@ -59,7 +60,7 @@ export async function insertSignup(db: Queryable, signup: NewSignup): Promise<Si
   } catch (error) {
     // By SQLSTATE and constraint name, never by message text.
     const { code, constraint } = error as { code?: string; constraint?: string };
-    if (code === '23505' && constraint === 'users_email_key') throw new EmailTakenError();
+    if (code === SQLSTATE.uniqueViolation && constraint === 'users_email_key') throw new EmailTakenError();
     throw error;
   }
 }

@@ -33,8 +33,6 @@ export type MailTask = readonly WelcomeJob[];
 export interface SentResult {
   readonly outboxId: number;
   readonly status: 'sent';
-  readonly messageId: string;
-  readonly response: string;
 }
 
 /**

@@ -9,15 +9,22 @@ import { isDatabaseUnavailable } from '../db/pool.js';
 import type { TaskGroup } from '../task-group.js';
 import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
 import type { Metrics } from '../metrics.js';
+import { markFailed, markSent, release, type RetryPolicy } from '../db/outbox.js';
 import { WriteCoalescer } from './coalescer.js';
-import { markFailed, markSent, release, type RetryPolicy } from './outbox.js';
+import { welcomeMessageId } from './message-id.js';
 
-export interface DispatcherOptions extends RetryPolicy {
+export interface DispatcherOptions {
+  readonly pool: Piscina<MailTask, MailResult[]>;
+  readonly db: pg.Pool;
+  readonly group: TaskGroup;
+  readonly log: Log;
+  readonly metrics: Metrics;
   /** This instance's lease owner id. */
   readonly owner: string;
   readonly maxInFlight: number;
   readonly batchSize: number;
   readonly messageIdDomain: string;
+  readonly retry: RetryPolicy;
 }
 
 const RESULT_WRITE_ATTEMPTS = 12;
@@ -33,18 +40,13 @@ export class Dispatcher {
    * is under way go out together in the next, so under load one statement and one commit
    * carry many batches.
    */
-  readonly #sentWriter = new WriteCoalescer<number>((ids) => this.#withRetry(() => markSent(this.db, ids, this.options.messageIdDomain)));
+  readonly #sentWriter = new WriteCoalescer<number>((ids) =>
+    this.#withRetry(() => markSent(this.options.db, ids.map((outboxId) => ({ outboxId, messageId: welcomeMessageId(outboxId, this.options.messageIdDomain) })))),
+  );
   /** Who waits for room (the sweeper, with a backlog): called once `places` are free. */
   #roomWaiters: { places: number; wake: () => void }[] = [];
 
-  constructor(
-    private readonly pool: Piscina<MailTask, MailResult[]>,
-    private readonly db: pg.Pool,
-    private readonly group: TaskGroup,
-    private readonly options: DispatcherOptions,
-    private readonly log: Log,
-    private readonly metrics: Metrics,
-  ) {}
+  constructor(private readonly options: DispatcherOptions) {}
 
   /** Jobs reserved or running, not yet settled. */
   get inFlight(): number {
@@ -120,11 +122,11 @@ export class Dispatcher {
     this.#batch = [];
     const work = this.#send(jobs).finally(() => this.#settled(jobs.length));
     try {
-      this.group.track(work, { component: 'dispatcher', outboxIds: jobs.map((job) => job.outboxId) }, jobs.length);
+      this.options.group.track(work, { component: 'dispatcher', outboxIds: jobs.map((job) => job.outboxId) }, jobs.length);
     } catch (error) {
       // The group is closed: shutdown is past the point of waiting. The rows are leased to us;
       // the deadline release hands them back, or their lease expires.
-      this.log.warn({ err: error, count: jobs.length }, 'batch dispatched after the task group closed');
+      this.options.log.warn({ err: error, count: jobs.length }, 'batch dispatched after the task group closed');
       work.catch(() => undefined);
     }
   }
@@ -138,17 +140,17 @@ export class Dispatcher {
     let results: MailResult[];
     const started = performance.now();
     try {
-      results = await this.pool.run(jobs);
+      results = await this.options.pool.run(jobs);
     } catch (error) {
       // The worker thread died or the pool was destroyed: nothing says whether the messages
       // left, so each is retried (at-least-once; the Message-ID makes a resend recognisable).
       const message = error instanceof Error ? error.message : String(error);
-      this.log.warn({ err: error, count: jobs.length }, 'mail worker task failed; its emails will be retried');
+      this.options.log.warn({ err: error, count: jobs.length }, 'mail worker task failed; its emails will be retried');
       results = jobs.map(
         (job): FailedResult => ({ outboxId: job.outboxId, status: 'failed', code: 'EWORKER', responseCode: null, retryable: true, message }),
       );
     }
-    this.metrics.observeBatch(results, (performance.now() - started) / 1000);
+    this.options.metrics.observeBatch(results, (performance.now() - started) / 1000);
     if (this.#abandoned) return;
     await this.#record(results);
   }
@@ -164,18 +166,18 @@ export class Dispatcher {
     if (failed.length === 0) return;
     const outcomes = await this.#withRetry(() =>
       markFailed(
-        this.db,
+        this.options.db,
         failed.map((f) => ({ outboxId: f.outboxId, retryable: f.retryable, error: `${f.code}${f.responseCode ? ` ${f.responseCode}` : ''}: ${f.message}` })),
-        this.options,
+        this.options.retry,
       ),
     );
     const byId = new Map(failed.map((f) => [f.outboxId, f]));
     for (const outcome of outcomes) {
       const failure = byId.get(outcome.outboxId);
       const fields = { outboxId: outcome.outboxId, attempt: outcome.attempts, code: failure?.code, responseCode: failure?.responseCode };
-      this.metrics.observeOutcome(outcome.status, failure?.code);
-      if (outcome.status === 'dead') this.log.error(fields, 'email gave up: marked dead');
-      else this.log.warn(fields, 'email failed; retry scheduled');
+      this.options.metrics.observeOutcome(outcome.status, failure?.code);
+      if (outcome.status === 'dead') this.options.log.error(fields, 'email gave up: marked dead');
+      else this.options.log.warn(fields, 'email failed; retry scheduled');
     }
   }
 
@@ -196,6 +198,6 @@ export class Dispatcher {
 
   /** Hands our leased rows back to the outbox (shutdown deadline). */
   releaseAll(): Promise<number> {
-    return release(this.db, this.options.owner);
+    return release(this.options.db, this.options.owner);
   }
 }

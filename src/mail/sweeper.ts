@@ -9,12 +9,16 @@ import { insertMany, ACTIVATION_SCOPE } from '../db/tokens.js';
 import type { TaskGroup } from '../task-group.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../tokens.js';
 import type { Dispatcher } from './dispatcher.js';
-import { claimDue, release } from './outbox.js';
+import { claimDue, release } from '../db/outbox.js';
+import type { Lease } from './leases.js';
 
 export interface SweeperOptions {
-  readonly owner: string;
+  readonly db: pg.Pool;
+  readonly dispatcher: Dispatcher;
+  readonly group: TaskGroup;
+  readonly log: Log;
+  readonly lease: Lease;
   readonly intervalMs: number;
-  readonly leaseMs: number;
   /** Rows per claim query. */
   readonly claimLimit: number;
 }
@@ -25,13 +29,17 @@ export class Sweeper {
   #cancelRoomWait: (() => void) | undefined;
   #running: Promise<void> | undefined;
 
-  constructor(
-    private readonly db: pg.Pool,
-    private readonly dispatcher: Dispatcher,
-    private readonly group: TaskGroup,
-    private readonly options: SweeperOptions,
-    private readonly log: Log,
-  ) {}
+  private readonly db: pg.Pool;
+  private readonly dispatcher: Dispatcher;
+  private readonly group: TaskGroup;
+  private readonly log: Log;
+
+  constructor(private readonly options: SweeperOptions) {
+    this.db = options.db;
+    this.dispatcher = options.dispatcher;
+    this.group = options.group;
+    this.log = options.log;
+  }
 
   start(): void {
     if (!this.#stopped) return;
@@ -83,11 +91,11 @@ export class Sweeper {
     while (!this.#stopped) {
       const room = Math.min(this.dispatcher.room, this.options.claimLimit);
       if (room === 0) return true;
-      const rows = await claimDue(this.db, this.options.owner, room, this.options.leaseMs);
+      const rows = await claimDue(this.db, this.options.lease, room);
       if (rows.length === 0) return false;
       if (!this.dispatcher.tryReserve(rows.length)) {
         // Fast-path signups took the room while we were claiming: hand the rows back.
-        await release(this.db, this.options.owner, rows.map((row) => row.outboxId));
+        await release(this.db, this.options.lease.owner, rows.map((row) => row.outboxId));
         return true;
       }
       // Only the hash of a token is stored, so a resend carries a fresh token; any earlier one
@@ -97,7 +105,7 @@ export class Sweeper {
         await insertMany(this.db, ACTIVATION_SCOPE, rows.map((row, i) => ({ hash: tokens[i]!.hash, userId: row.userId, ttlMs: ACTIVATION_TTL_MS })));
       } catch (error) {
         this.dispatcher.cancel(rows.length);
-        await release(this.db, this.options.owner, rows.map((row) => row.outboxId)).catch(() => undefined);
+        await release(this.db, this.options.lease.owner, rows.map((row) => row.outboxId)).catch(() => undefined);
         throw error;
       }
       rows.forEach((row, i) => this.dispatcher.submit({ outboxId: row.outboxId, userId: row.userId, name: row.name, email: row.email, token: tokens[i]!.plaintext }));

@@ -5,7 +5,7 @@ import fp from 'fastify-plugin';
 import type pg from 'pg';
 import type { Config } from '../config.js';
 import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
-import { runMigrations } from '../db/migrate.js';
+import { runMigrations } from '../db/migrations.js';
 import { createPool } from '../db/pool.js';
 
 declare module 'fastify' {

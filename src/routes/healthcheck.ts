@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from '@fastify/type-provider-typebox';
 
-export const VERSION = '0.1.0';
+import { VERSION } from '../version.js';
 
 const healthcheck: FastifyPluginAsyncTypebox = async (app) => {
   app.get(

@@ -1,5 +1,5 @@
-// Thin handlers: validate, hash, one statement, answer. The welcome email is handed to the
-// dispatcher after COMMIT; its outbox row already guarantees it will be sent.
+// Thin handlers: validate, hash, one statement, answer. The mail pipeline sends the welcome
+// email after COMMIT; its outbox row, written by the same statement, guarantees it is sent.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../config.js';
 import { EmailTakenError, insertSignup } from '../db/signups.js';
@@ -7,20 +7,17 @@ import { withTransaction } from '../db/pool.js';
 import { ACTIVATION_SCOPE, deleteAllForUser } from '../db/tokens.js';
 import { activate, getForToken } from '../db/users.js';
 import { errors } from '../errors.js';
-import type { Metrics } from '../metrics.js';
 import { hashPassword } from '../passwords.js';
 import { ACTIVATION_TTL_MS, TOKEN_LENGTH, generateToken, hashToken } from '../tokens.js';
 import { validateEmail, validateName, validatePassword, validateTokenPlaintext, type FieldErrors } from '../validation.js';
 import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schemas.js';
 
-const users: FastifyPluginAsyncTypebox<{ config: Config; metrics: Metrics }> = async (app, { config, metrics }) => {
-  const { dispatcher, owner } = app.mailer;
-
+const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   app.post(
     '/v1/users',
     { schema: { body: SignupBody, response: { 202: UserResponse, '4xx': ErrorResponse } } },
     async (request, reply) => {
-      const stopTimer = metrics.signupDuration.startTimer();
+      const stopTimer = app.metrics.signupDuration.startTimer();
       const { name, email, password } = request.body;
       const fieldErrors: FieldErrors = {};
       validateName(fieldErrors, name);
@@ -32,29 +29,10 @@ const users: FastifyPluginAsyncTypebox<{ config: Config; metrics: Metrics }> = a
       // time as a new one.
       const passwordHash = await hashPassword(password!, config.argon2);
       const token = generateToken();
-      // Reserve a place in the dispatcher before writing: with room, the row is born leased to
-      // us and sent at once; without, it is born pending and the sweeper sends it.
-      const dispatchNow = dispatcher.tryReserve();
-      let record;
-      try {
-        record = await insertSignup(app.db, {
-          name: name!,
-          email: email!,
-          passwordHash,
-          tokenHash: token.hash,
-          tokenTtlMs: ACTIVATION_TTL_MS,
-          ...(dispatchNow ? { lease: { owner, ms: config.mail.leaseMs } } : {}),
-        });
-      } catch (error) {
-        if (dispatchNow) dispatcher.cancel();
-        if (error instanceof EmailTakenError) throw errors.emailTaken();
-        throw error;
-      }
-      if (dispatchNow) {
-        dispatcher.submit({ outboxId: record.outboxId, userId: record.user.id, name: record.user.name, email: record.user.email, token: token.plaintext });
-      } else {
-        metrics.signupsDeferred.inc();
-      }
+      const signup = { name: name!, email: email!, passwordHash, tokenHash: token.hash, tokenTtlMs: ACTIVATION_TTL_MS };
+      const record = await app.mailer
+        .sendWelcome(token.plaintext, (lease) => insertSignup(app.db, { ...signup, ...(lease ? { lease } : {}) }))
+        .catch(translateSignupError);
       stopTimer();
       return reply.code(202).send({ user: record.user });
     },
@@ -81,5 +59,10 @@ const users: FastifyPluginAsyncTypebox<{ config: Config; metrics: Metrics }> = a
     },
   );
 };
+
+function translateSignupError(error: unknown): never {
+  if (error instanceof EmailTakenError) throw errors.emailTaken();
+  throw error;
+}
 
 export default users;

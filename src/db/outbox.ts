@@ -1,6 +1,7 @@
-// Queries on email_outbox. Each takes its client first. Leases: a row in `sending` belongs
-// to lease_owner until lease_expires_at; after that any instance may claim it again.
-import type { Queryable } from '../db/pool.js';
+// Queries on email_outbox. Each takes its client first. The lease rules are described in
+// src/mail/leases.ts.
+import type { Lease } from '../mail/leases.js';
+import type { Queryable } from './pool.js';
 
 export interface ClaimedRow {
   readonly outboxId: number;
@@ -16,7 +17,7 @@ export interface ClaimedRow {
  * once without waiting on each other or taking the same row. FOR UPDATE is not allowed
  * under UNION, hence one locking CTE per scan.
  */
-export async function claimDue(db: Queryable, owner: string, limit: number, leaseMs: number): Promise<ClaimedRow[]> {
+export async function claimDue(db: Queryable, lease: Lease, limit: number): Promise<ClaimedRow[]> {
   const { rows } = await db.query<ClaimedRow>(
     `WITH pending AS (
        SELECT id FROM email_outbox
@@ -38,19 +39,25 @@ export async function claimDue(db: Queryable, owner: string, limit: number, leas
      SELECT c.id AS "outboxId", c.user_id AS "userId", u.name, u.email::text AS email, c.attempts
        FROM claimed c JOIN users u ON u.id = c.user_id
       ORDER BY c.id`,
-    [owner, limit, leaseMs],
+    [lease.owner, limit, lease.ms],
   );
   return rows;
 }
 
-/** Marks delivered rows; the Message-ID is derived from the id, as the worker set it. */
-export async function markSent(db: Queryable, outboxIds: readonly number[], messageIdDomain: string): Promise<void> {
+export interface Delivery {
+  readonly outboxId: number;
+  readonly messageId: string;
+}
+
+/** Marks delivered rows with the Message-ID the worker set. */
+export async function markSent(db: Queryable, deliveries: readonly Delivery[]): Promise<void> {
   await db.query(
-    `UPDATE email_outbox
+    `UPDATE email_outbox o
         SET status = 'sent', sent_at = now(), last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
-            message_id = '<welcome-' || id || '@' || $2 || '>'
-      WHERE id = ANY($1::bigint[]) AND status <> 'sent'`,
-    [outboxIds, messageIdDomain],
+            message_id = d.message_id
+       FROM unnest($1::bigint[], $2::text[]) AS d(id, message_id)
+      WHERE o.id = d.id AND o.status <> 'sent'`,
+    [deliveries.map((d) => d.outboxId), deliveries.map((d) => d.messageId)],
   );
 }
 

@@ -1,8 +1,8 @@
 // `npm run migrate`: apply the migrations and exit (the service also applies them at boot).
-import { loadConfig, ConfigError } from './config.js';
-import { startEmbeddedPostgres } from './db/embedded-postgres.js';
-import { runMigrations } from './db/migrate.js';
-import { createLogger } from './logger.js';
+import { loadConfig, ConfigError } from '../src/config.js';
+import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { runMigrations } from '../src/db/migrations.js';
+import { createLogger } from '../src/logger.js';
 
 try {
   const config = loadConfig(process.env);
