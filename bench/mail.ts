@@ -276,6 +276,7 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
     sendTimeoutMs: config.mail.sendTimeoutMs,
     tlsRejectUnauthorized: true,
     dkim: config.mail.dkim!,
+    handBack: new SharedArrayBuffer(4),
   });
   // And a reference with no mail work at all: every job "sent" at once, nothing composed.
   const runOnPool = pool.run;
@@ -341,6 +342,7 @@ try {
   const { workers, concurrencyPerWorker, smtpConnections } = probeConfig.mail;
   const loadBefore = loadavg()[0]!;
   const settings: WorkerSettings = {
+    handBack: new SharedArrayBuffer(4),
     smtpUrl: sink.url,
     from: FROM,
     messageIdDomain: 'bench.test',

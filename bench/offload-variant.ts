@@ -38,7 +38,7 @@ const transporter = nodemailer.createTransport({
   ...(env.DKIM_PRIVATE_KEY ? { dkim: { domainName: domain, keySelector: env.DKIM_SELECTOR!, privateKey: env.DKIM_PRIVATE_KEY.replace(/\\n/g, '\n') } } : {}),
 });
 
-const db = createPool(env.DATABASE_URL!, log);
+const db = createPool(env.DATABASE_URL!, log, 10_000);
 const metrics = new Metrics({ defaultMetrics: true });
 const app = Fastify({ loggerInstance: log, disableRequestLogging: true, genReqId: () => randomUUID() }).withTypeProvider<TypeBoxTypeProvider>();
 

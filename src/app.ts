@@ -80,7 +80,7 @@ const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 async function registerPlugins(app: ReturnType<typeof createServer>, config: Config): Promise<void> {
   await app.register(jsonBody, { bodyLimit: BODY_LIMIT_BYTES });
-  await app.register(lifecycle);
+  await app.register(lifecycle, { shutdownTimeoutMs: config.shutdownTimeoutMs });
   await app.register(socketLimits, { maxRequestsPerSocket: config.http.maxRequestsPerSocket });
   await app.register(database, { config });
   await app.register(metrics, { config });

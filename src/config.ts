@@ -19,10 +19,14 @@ const variables = {
   MAIL_SMTP_CONNECTIONS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 5 }, accepts: 'an integer from 1 to 100 (pooled SMTP connections per worker)' },
   MAIL_MAX_IN_FLIGHT: { schema: { type: 'integer', minimum: 1, maximum: 100000, default: 2000 }, accepts: 'an integer from 1 to 100000' },
   MAIL_BATCH_SIZE: { schema: { type: 'integer', minimum: 1, maximum: 1000, default: 32 }, accepts: 'an integer from 1 to 1000' },
-  MAIL_MAX_ATTEMPTS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 8 }, accepts: 'an integer from 1 to 100' },
+  MAIL_MAX_ATTEMPTS: { schema: { type: 'integer', minimum: 0, maximum: 1000, default: 0 }, accepts: 'an integer from 0 (no cap: give up by age only) to 1000' },
+  MAIL_GIVE_UP_AFTER_MS: { schema: { type: 'integer', minimum: 1000, maximum: 2592000000, default: 259200000 }, accepts: 'an integer of milliseconds from 1000 to 2592000000 (30 days)' },
   MAIL_RETRY_BASE_MS: { schema: { type: 'integer', minimum: 1, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 1 to 3600000' },
-  MAIL_RETRY_MAX_MS: { schema: { type: 'integer', minimum: 1, maximum: 86400000, default: 3600000 }, accepts: 'an integer of milliseconds from 1 to 86400000' },
-  MAIL_LEASE_MS: { schema: { type: 'integer', minimum: 100, maximum: 3600000, default: 60000 }, accepts: 'an integer of milliseconds from 100 to 3600000' },
+  MAIL_RETRY_MAX_MS: { schema: { type: 'integer', minimum: 1, maximum: 86400000, default: 900000 }, accepts: 'an integer of milliseconds from 1 to 86400000' },
+  MAIL_LEASE_MS: { schema: { type: 'integer', minimum: 300, maximum: 3600000, default: 30000 }, accepts: 'an integer of milliseconds from 300 to 3600000' },
+  MAIL_BREAKER_THRESHOLD: { schema: { type: 'integer', minimum: 1, maximum: 10000, default: 10 }, accepts: 'an integer from 1 to 10000 (consecutive provider faults that pause sending)' },
+  MAIL_BREAKER_PROBE_MS: { schema: { type: 'integer', minimum: 10, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 10 to 3600000' },
+  DATABASE_QUERY_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_SEND_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_WORKER_NICE: { schema: { type: 'integer', minimum: 0, maximum: 19, default: 10 }, accepts: 'an integer from 0 to 19 (the mail threads\' nice value on Linux)' },
   SWEEP_INTERVAL_MS: { schema: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 }, accepts: 'an integer of milliseconds from 10 to 600000' },
@@ -57,6 +61,8 @@ export interface Config {
   readonly host: string;
   /** Unset: the service starts its own PostgreSQL under dataDir/pg. */
   readonly databaseUrl: string | undefined;
+  /** No query waits longer (statement and client-side timeout). */
+  readonly databaseQueryTimeoutMs: number;
   /** Unset: the service starts its own mail catcher writing to dataDir/mailbox. */
   readonly smtpUrl: string | undefined;
   readonly mailFrom: string;
@@ -67,7 +73,13 @@ export interface Config {
     readonly smtpConnections: number;
     readonly maxInFlight: number;
     readonly batchSize: number;
+    /** 0: no cap; transient failures are retried until giveUpAfterMs. */
     readonly maxAttempts: number;
+    /** Age of an email at which a transient failure makes it `dead`. */
+    readonly giveUpAfterMs: number;
+    /** Consecutive provider faults that pause sending, and the first probe interval. */
+    readonly breakerThreshold: number;
+    readonly breakerProbeMs: number;
     readonly retryBaseMs: number;
     readonly retryMaxMs: number;
     readonly leaseMs: number;
@@ -197,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     port: get('PORT'),
     host: get('HOST'),
     databaseUrl: get('DATABASE_URL'),
+    databaseQueryTimeoutMs: get('DATABASE_QUERY_TIMEOUT_MS'),
     smtpUrl: get('SMTP_URL'),
     mailFrom,
     dataDir: path.resolve(get<string>('DATA_DIR')),
@@ -207,6 +220,9 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       maxInFlight: get('MAIL_MAX_IN_FLIGHT'),
       batchSize: get('MAIL_BATCH_SIZE'),
       maxAttempts: get('MAIL_MAX_ATTEMPTS'),
+      giveUpAfterMs: get('MAIL_GIVE_UP_AFTER_MS'),
+      breakerThreshold: get('MAIL_BREAKER_THRESHOLD'),
+      breakerProbeMs: get('MAIL_BREAKER_PROBE_MS'),
       retryBaseMs: get('MAIL_RETRY_BASE_MS'),
       retryMaxMs: get('MAIL_RETRY_MAX_MS'),
       leaseMs: get('MAIL_LEASE_MS'),

@@ -3,7 +3,7 @@
 // else is logged with its request context and answered with a generic 500 that hides the
 // details.
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { isDatabaseUnavailable } from './db/pool.js';
+import { isTransientDatabaseError } from './db/pool.js';
 import { ApiError, errors } from './errors.js';
 import { serializeError } from './logger.js';
 
@@ -40,7 +40,7 @@ function translate(error: FastifyError, request: FastifyRequest): ApiError | und
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return errors.badRequest('the Content-Length header does not match the body');
   }
-  if (isDatabaseUnavailable(error)) return errors.databaseUnavailable();
+  if (isTransientDatabaseError(error)) return errors.databaseUnavailable();
   // Other 4xx raised by Fastify or a plugin (e.g. the rate limiter) keep their status.
   if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) {
     return new ApiError(error.code ?? 'CLIENT_ERROR', error.statusCode, { error: error.message });

@@ -12,8 +12,24 @@ export class Metrics {
   readonly emailsSent = new Counter({ name: 'mailoffload_emails_sent_total', help: 'Welcome emails accepted by the SMTP server', registers: [this.registry] });
   readonly emailsFailed = new Counter({
     name: 'mailoffload_emails_failed_total',
-    help: 'Send attempts that failed, by error code and whether they will be retried',
-    labelNames: ['code', 'retryable'] as const,
+    help: 'Send attempts that failed, by error code and kind (permanent, provider, throttled)',
+    labelNames: ['code', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly providerFaults = new Counter({
+    name: 'mailoffload_provider_faults_total',
+    help: 'Failed send attempts counted by the circuit breaker, by SMTP phase (or error code when no phase is known)',
+    labelNames: ['phase'] as const,
+    registers: [this.registry],
+  });
+  readonly providerPaused = new Gauge({
+    name: 'mailoffload_provider_paused',
+    help: '1 while the circuit breaker has paused sending, else 0',
+    registers: [this.registry],
+  });
+  readonly staleResults = new Counter({
+    name: 'mailoffload_stale_results_total',
+    help: 'Result writes and releases not applied because another lease had taken the row over',
     registers: [this.registry],
   });
   readonly sendDuration = new Histogram({
@@ -42,7 +58,7 @@ export class Metrics {
   });
   readonly emailsDead = new Counter({
     name: 'mailoffload_emails_dead_total',
-    help: 'Emails given up on (permanent error or attempts exhausted), by error code',
+    help: 'Emails given up on (permanent error or the give-up age reached), by error code',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
@@ -84,9 +100,10 @@ export class Metrics {
 
   observeBatch(results: readonly MailResult[], seconds: number): void {
     for (const result of results) {
+      if (result.status === 'released') continue;
       this.sendDuration.observe(seconds);
       if (result.status === 'sent') this.emailsSent.inc();
-      else this.emailsFailed.inc({ code: result.code, retryable: String(result.retryable) });
+      else if (result.status === 'failed') this.emailsFailed.inc({ code: result.code, kind: result.kind });
     }
   }
 

@@ -315,8 +315,9 @@ function workerSettings(smtpUrl: string, extra: Partial<WorkerSettings> = {}): W
     smtpConnections: 1,
     sendTimeoutMs: 3_000,
     tlsRejectUnauthorized: true,
+    handBack: new SharedArrayBuffer(4),
     ...extra,
-  };
+  } as WorkerSettings;
 }
 
 async function runWorker(settings: WorkerSettings, jobs: WelcomeJob[]): Promise<MailResult[]> {
@@ -348,7 +349,7 @@ test('a name or email containing "\\r\\nBcc:" never adds a recipient (the worker
   assert.equal(results[0]!.status, 'sent');
   for (const result of results.slice(1)) {
     assert.equal(result.status, 'failed');
-    assert.deepEqual(result.status === 'failed' && [result.code, result.retryable], ['EINVALIDRECIPIENT', false], 'a permanent failure, never retried');
+    assert.deepEqual(result.status === 'failed' && [result.code, result.kind], ['EINVALIDRECIPIENT', 'permanent'], 'a permanent failure, never retried');
   }
   await waitUntil(() => smtp.to(victim).length === 1, 5_000, () => 'the one legitimate message');
   assert.equal(smtp.received.length, before + 1, 'nothing else reached the SMTP server');

@@ -90,8 +90,8 @@ test('a permanent failure counts as failed and dead; a temporary one as failed a
   const m = await metrics();
 
   const delta = (name: string, labels: Record<string, string>) => (m.value(name, labels) ?? 0) - (before.value(name, labels) ?? 0);
-  assert.equal(delta('mailoffload_emails_failed_total', { retryable: 'false' }), 1, 'one permanent failure');
-  assert.equal(delta('mailoffload_emails_failed_total', { retryable: 'true' }), 3, 'three temporary failures (3 attempts)');
+  assert.equal(delta('mailoffload_emails_failed_total', { kind: 'permanent' }), 1, 'one permanent failure');
+  assert.equal(delta('mailoffload_emails_failed_total', { kind: 'provider' }), 3, 'three temporary failures (3 attempts)');
   assert.equal(delta('mailoffload_emails_retried_total', {}), 2, 'the temporary failure was retried twice');
   assert.equal(delta('mailoffload_emails_dead_total', {}), 2, 'both ended dead');
   assert.equal(delta('mailoffload_emails_sent_total', {}), 0);

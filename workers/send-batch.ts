@@ -4,6 +4,7 @@
 // threads. The Piscina entry (mail-worker.ts) builds one per thread; the benchmark also
 // builds one on the main thread to measure what the pool saves the API thread.
 import nodemailer from 'nodemailer';
+import pLimit from 'p-limit';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import { isValidEmail } from '../src/validation.js';
 import { classifySendError } from './classify-error.js';
@@ -36,12 +37,17 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     requireTLS: settings.requireTls ?? false,
     ...(settings.dkim ? { dkim: settings.dkim } : {}),
   });
+  // At most one message per pooled connection is handed to nodemailer, so none waits in its
+  // internal queue: a job either is on an SMTP connection or is still ours to hand back when
+  // shutdown begins. (Piscina gives this thread several tasks at once.)
+  const onConnection = pLimit(settings.smtpConnections);
+  const handBack = new Int32Array(settings.handBack);
 
   async function sendOne(job: WelcomeJob): Promise<MailResult> {
     // The API validated the address, but a row can reach us by other paths (the sweeper, a
     // hand-edited outbox): check again, and fail for good, since it will never become valid.
     if (!isValidEmail(job.email)) {
-      return { outboxId: job.outboxId, status: 'failed', code: 'EINVALIDRECIPIENT', responseCode: null, retryable: false, message: 'invalid recipient address' };
+      return { outboxId: job.outboxId, status: 'failed', code: 'EINVALIDRECIPIENT', responseCode: null, kind: 'permanent', command: null, message: 'invalid recipient address' };
     }
     const { subject, text, html } = renderWelcome(job);
     const messageId = welcomeMessageId(job.outboxId, settings.messageIdDomain);
@@ -66,8 +72,18 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     }
   }
 
+  /**
+   * Sends `job` on a free connection. One that arrives to find a connection free is in
+   * progress and is sent whatever happens; one that has to wait behind others is handed back
+   * unsent if shutdown begins while it waits.
+   */
+  function sendWhenConnected(job: WelcomeJob): Promise<MailResult> {
+    const mustWait = onConnection.activeCount + onConnection.pendingCount >= settings.smtpConnections;
+    return onConnection(() => (mustWait && Atomics.load(handBack, 0) === 1 ? { outboxId: job.outboxId, status: 'released' as const } : sendOne(job)));
+  }
+
   return {
-    send: (task) => Promise.all(task.map(sendOne)),
+    send: (task) => Promise.all(task.map(sendWhenConnected)),
     close: () => transporter.close(),
   };
 }

@@ -1,21 +1,29 @@
 // Queries on email_outbox. Each takes its client first. The lease rules are described in
-// src/mail/leases.ts.
+// src/mail/leases.ts: every write about a leased row names the owner and the lease generation
+// it holds, so a stale instance's write matches nothing.
 import type { Lease } from '../mail/leases.js';
 import type { Queryable } from './pool.js';
 
 export interface ClaimedRow {
   readonly outboxId: number;
+  readonly generation: number;
   readonly userId: number;
   readonly name: string;
   readonly email: string;
-  readonly attempts: number;
+}
+
+/** A row this instance holds: its id and the generation of its lease. */
+export interface HeldRow {
+  readonly outboxId: number;
+  readonly generation: number;
 }
 
 /**
- * Claims up to `limit` due rows for `owner`: pending rows whose time has come, and sending
- * rows whose lease expired (their instance died). SKIP LOCKED lets several instances sweep at
- * once without waiting on each other or taking the same row. FOR UPDATE is not allowed
- * under UNION, hence one locking CTE per scan.
+ * Claims up to `limit` due rows for `lease.owner`: pending rows whose time has come, and
+ * sending rows whose lease expired (their instance died or lost touch). SKIP LOCKED lets
+ * several instances sweep at once without waiting on each other or taking the same row. FOR
+ * UPDATE is not allowed under UNION, hence one locking CTE per scan. A claim is not an
+ * attempt: `attempts` is left alone.
  */
 export async function claimDue(db: Queryable, lease: Lease, limit: number): Promise<ClaimedRow[]> {
   const { rows } = await db.query<ClaimedRow>(
@@ -31,12 +39,12 @@ export async function claimDue(db: Queryable, lease: Lease, limit: number): Prom
        SELECT id FROM pending UNION ALL SELECT id FROM expired LIMIT $2
      ), claimed AS (
        UPDATE email_outbox o
-          SET status = 'sending', lease_owner = $1, attempts = o.attempts + 1,
+          SET status = 'sending', lease_owner = $1, lease_generation = o.lease_generation + 1,
               lease_expires_at = now() + $3 * interval '1 millisecond'
          FROM due WHERE o.id = due.id
-       RETURNING o.id, o.user_id, o.attempts
+       RETURNING o.id, o.user_id, o.lease_generation
      )
-     SELECT c.id AS "outboxId", c.user_id AS "userId", u.name, u.email::text AS email, c.attempts
+     SELECT c.id AS "outboxId", c.lease_generation AS generation, c.user_id AS "userId", u.name, u.email::text AS email
        FROM claimed c JOIN users u ON u.id = c.user_id
       ORDER BY c.id`,
     [lease.owner, limit, lease.ms],
@@ -44,33 +52,53 @@ export async function claimDue(db: Queryable, lease: Lease, limit: number): Prom
   return rows;
 }
 
-export interface Delivery {
-  readonly outboxId: number;
+/**
+ * The heartbeat: extends the lease of every row this instance still holds, in one statement.
+ * Returns the ids renewed; a held row missing from the answer was taken over (or finished).
+ */
+export async function renewLeases(db: Queryable, lease: Lease, held: readonly HeldRow[]): Promise<Set<number>> {
+  if (held.length === 0) return new Set();
+  const { rows } = await db.query<{ id: number }>(
+    `UPDATE email_outbox o SET lease_expires_at = now() + $2 * interval '1 millisecond'
+       FROM unnest($3::bigint[], $4::bigint[]) AS h(id, generation)
+      WHERE o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation
+      RETURNING o.id`,
+    [lease.owner, lease.ms, held.map((h) => h.outboxId), held.map((h) => h.generation)],
+  );
+  return new Set(rows.map((row) => row.id));
+}
+
+export interface Delivery extends HeldRow {
   readonly messageId: string;
 }
 
-/** Marks delivered rows with the Message-ID the worker set. */
-export async function markSent(db: Queryable, deliveries: readonly Delivery[]): Promise<void> {
-  await db.query(
+/** Marks delivered rows, with the Message-ID the worker set. Returns the ids written (the others were stale). */
+export async function markSent(db: Queryable, owner: string, deliveries: readonly Delivery[]): Promise<Set<number>> {
+  const { rows } = await db.query<{ id: number }>(
     `UPDATE email_outbox o
-        SET status = 'sent', sent_at = now(), last_error = NULL, lease_owner = NULL, lease_expires_at = NULL,
-            message_id = d.message_id
-       FROM unnest($1::bigint[], $2::text[]) AS d(id, message_id)
-      WHERE o.id = d.id AND o.status <> 'sent'`,
-    [deliveries.map((d) => d.outboxId), deliveries.map((d) => d.messageId)],
+        SET status = 'sent', sent_at = now(), attempts = o.attempts + 1, last_error = NULL,
+            lease_owner = NULL, lease_expires_at = NULL, message_id = d.message_id
+       FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS d(id, generation, message_id)
+      WHERE o.id = d.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = d.generation
+      RETURNING o.id`,
+    [owner, deliveries.map((d) => d.outboxId), deliveries.map((d) => d.generation), deliveries.map((d) => d.messageId)],
   );
+  return new Set(rows.map((row) => row.id));
 }
 
-export interface Failure {
-  readonly outboxId: number;
+export interface Failure extends HeldRow {
   readonly error: string;
-  readonly retryable: boolean;
+  /** Permanent for this email (a 5xx to RCPT TO or DATA): dead at once. */
+  readonly permanent: boolean;
 }
 
 export interface RetryPolicy {
-  readonly maxAttempts: number;
   readonly retryBaseMs: number;
   readonly retryMaxMs: number;
+  /** Age of an email at which a transient failure makes it dead. */
+  readonly giveUpAfterMs: number;
+  /** 0: no cap on attempts. */
+  readonly maxAttempts: number;
 }
 
 export interface FailureOutcome {
@@ -80,42 +108,67 @@ export interface FailureOutcome {
 }
 
 /**
- * Schedules a retry, or gives up. Backoff is computed in SQL: base * 2^(attempts-1), capped,
- * with jitter in [50 %, 100 %] so rows that failed together do not retry together.
+ * Records a failed SMTP attempt: a retry, or `dead` when the failure is permanent or the email
+ * is older than the give-up age (or past the optional attempt cap). Backoff is computed in
+ * SQL: base * 2^(attempts before this one), capped, with jitter in [50 %, 100 %] so rows that
+ * failed together do not retry together. Stale rows (taken over) are not written.
  */
-export async function markFailed(db: Queryable, failures: readonly Failure[], policy: RetryPolicy): Promise<FailureOutcome[]> {
+export async function markFailed(db: Queryable, owner: string, failures: readonly Failure[], policy: RetryPolicy): Promise<FailureOutcome[]> {
   const { rows } = await db.query<FailureOutcome>(
     `UPDATE email_outbox o
-        SET status = CASE WHEN f.retryable AND o.attempts < $4 THEN 'pending' ELSE 'dead' END,
-            next_attempt_at = now() + least($6::float8, $5::float8 * power(2, greatest(o.attempts - 1, 0)))
+        SET status = CASE WHEN f.permanent
+                            OR o.created_at + $8 * interval '1 millisecond' <= now()
+                            OR ($9 > 0 AND o.attempts + 1 >= $9) THEN 'dead' ELSE 'pending' END,
+            attempts = o.attempts + 1,
+            next_attempt_at = now() + least($7::float8, $6::float8 * power(2, least(o.attempts, 30)))
                                      * (0.5 + random() / 2) * interval '1 millisecond',
             last_error = f.error, lease_owner = NULL, lease_expires_at = NULL
-       FROM unnest($1::bigint[], $2::text[], $3::boolean[]) AS f(id, error, retryable)
-      WHERE o.id = f.id AND o.status = 'sending'
+       FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[]) AS f(id, generation, error, permanent)
+      WHERE o.id = f.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = f.generation
       RETURNING o.id AS "outboxId", o.status, o.attempts`,
     [
+      owner,
       failures.map((f) => f.outboxId),
+      failures.map((f) => f.generation),
       failures.map((f) => f.error),
-      failures.map((f) => f.retryable),
-      policy.maxAttempts,
+      failures.map((f) => f.permanent),
       policy.retryBaseMs,
       policy.retryMaxMs,
+      policy.giveUpAfterMs,
+      policy.maxAttempts,
     ],
   );
   return rows;
 }
 
 /**
- * Hands rows leased to `owner` back to the outbox, due now, so the next instance sends them at
- * once instead of waiting for the lease to expire. Used at the shutdown deadline and when a
- * leased row could not be dispatched.
+ * Hands held rows back to the outbox, due now (or at `dueInMs`), attempts unchanged: the
+ * next instance (or this one) sends them without waiting for the lease to expire. Used when
+ * shutdown begins, at the deadline, when the breaker pauses sending and when a claimed row
+ * could not be dispatched. Returns how many rows it moved.
  */
-export async function release(db: Queryable, owner: string, outboxIds?: readonly number[]): Promise<number> {
+export async function release(db: Queryable, owner: string, held: readonly HeldRow[], dueInMs = 0): Promise<number> {
+  if (held.length === 0) return 0;
   const { rowCount } = await db.query(
-    `UPDATE email_outbox
-        SET status = 'pending', next_attempt_at = now(), lease_owner = NULL, lease_expires_at = NULL
-      WHERE status = 'sending' AND lease_owner = $1 AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))`,
-    [owner, outboxIds ?? null],
+    `UPDATE email_outbox o
+        SET status = 'pending', next_attempt_at = now() + $4 * interval '1 millisecond', lease_owner = NULL, lease_expires_at = NULL
+       FROM unnest($2::bigint[], $3::bigint[]) AS h(id, generation)
+      WHERE o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
+    [owner, held.map((h) => h.outboxId), held.map((h) => h.generation), dueInMs],
+  );
+  return rowCount ?? 0;
+}
+
+/**
+ * A run of "permanent" refusals across different recipients was an account problem (a paused
+ * or sandboxed sender), not bad addresses: the circuit breaker gives those emails back.
+ */
+export async function reviveDead(db: Queryable, outboxIds: readonly number[]): Promise<number> {
+  if (outboxIds.length === 0) return 0;
+  const { rowCount } = await db.query(
+    `UPDATE email_outbox SET status = 'pending', next_attempt_at = now()
+      WHERE id = ANY($1::bigint[]) AND status = 'dead'`,
+    [outboxIds],
   );
   return rowCount ?? 0;
 }

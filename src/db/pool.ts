@@ -9,13 +9,19 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value,
 
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
 
-export function createPool(connectionString: string, log: Log): pg.Pool {
+export function createPool(connectionString: string, log: Log, queryTimeoutMs: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max: 20,
     // Fail fast when the database is away, so the API answers 503 instead of hanging.
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: Math.min(5_000, queryTimeoutMs),
     idleTimeoutMillis: 30_000,
+    // A server that hangs (stopped, or a network that drops packets) answers nothing: the
+    // server-side timeout cannot fire, so the client gives up on its own too. Keepalive
+    // notices a dead peer on an idle connection.
+    query_timeout: queryTimeoutMs,
+    statement_timeout: queryTimeoutMs,
+    keepAlive: true,
     application_name: 'mailoffload',
   });
   // An idle client whose server went away emits 'error' on the pool; without a listener that
@@ -41,6 +47,18 @@ export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolCl
   }
 }
 
+/**
+ * Errors worth trying again: the database is unreachable, or it refused this attempt for a
+ * passing reason (a serialization failure, a deadlock, too many connections, a query cancelled
+ * by its timeout). The request path answers them 503; result writes retry them.
+ */
+export function isTransientDatabaseError(error: unknown): boolean {
+  const { code } = (error ?? {}) as { code?: string };
+  if (code === SQLSTATE.serializationFailure || code === SQLSTATE.deadlockDetected) return true;
+  if (code === SQLSTATE.tooManyConnections || code === SQLSTATE.queryCanceled) return true;
+  return isDatabaseUnavailable(error);
+}
+
 /** SQLSTATE classes and driver codes that mean "the database cannot be reached right now". */
 export function isDatabaseUnavailable(error: unknown): boolean {
   const { code, message } = (error ?? {}) as { code?: string; message?: string };
@@ -50,5 +68,5 @@ export function isDatabaseUnavailable(error: unknown): boolean {
     if (['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH'].includes(code)) return true;
   }
   // pg reports a dropped socket and a connect timeout without a code.
-  return typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect)/.test(message);
+  return typeof message === 'string' && /^(Connection terminated|timeout exceeded when trying to connect|Query read timeout)/.test(message);
 }

@@ -32,6 +32,8 @@ export interface NewSignup {
 export interface SignupRecord {
   readonly user: User;
   readonly outboxId: number;
+  /** The lease generation of a row born leased (1); 0 for a row born pending. */
+  readonly generation: number;
 }
 
 export async function insertSignup(db: Queryable, signup: NewSignup): Promise<SignupRecord> {
@@ -43,11 +45,11 @@ export async function insertSignup(db: Queryable, signup: NewSignup): Promise<Si
        ), token AS (
          ${insertTokensFrom(`SELECT $4::bytea, id, $5::float8, '${ACTIVATION_SCOPE}'::text FROM new_user`)}
        ), outbox AS (
-         INSERT INTO email_outbox (user_id, template, status, attempts, lease_owner, lease_expires_at)
+         INSERT INTO email_outbox (user_id, template, status, lease_owner, lease_generation, lease_expires_at)
          SELECT id, 'welcome',
                 CASE WHEN $6::text IS NULL THEN 'pending' ELSE 'sending' END,
-                CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END,
                 $6::text,
+                CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END,
                 CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7 * interval '1 millisecond' END
            FROM new_user
          RETURNING id
@@ -56,7 +58,7 @@ export async function insertSignup(db: Queryable, signup: NewSignup): Promise<Si
       [signup.name, signup.email, signup.passwordHash, signup.tokenHash, signup.tokenTtlMs, signup.lease?.owner ?? null, signup.lease?.ms ?? 0],
     );
     const { outbox_id: outboxId, ...user } = rows[0]!;
-    return { user, outboxId };
+    return { user, outboxId, generation: signup.lease ? 1 : 0 };
   } catch (error) {
     // By SQLSTATE and constraint name, never by message text.
     const { code, constraint } = error as { code?: string; constraint?: string };

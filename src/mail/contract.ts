@@ -16,6 +16,12 @@ export interface WorkerSettings {
   /** Refuse to send unless STARTTLS succeeds (plain smtp:// to a non-loopback host). */
   readonly requireTls?: boolean;
   readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
+  /**
+   * One Int32 shared with the API thread (a SharedArrayBuffer survives the trip to the worker
+   * as shared memory): set to 1 when shutdown begins. A worker then hands back, unsent, every
+   * job that has not yet got an SMTP connection.
+   */
+  readonly handBack: SharedArrayBuffer;
 }
 
 /** One welcome email. The token is the plaintext; only its hash is in the database. */
@@ -35,6 +41,19 @@ export interface SentResult {
   readonly status: 'sent';
 }
 
+/** Never handed to SMTP (shutdown began while it waited for a connection): back to the outbox. */
+export interface ReleasedResult {
+  readonly outboxId: number;
+  readonly status: 'released';
+}
+
+/**
+ * What a failure says about whom: `permanent` is about this email (a 5xx to RCPT TO or to its
+ * DATA), `provider` about the provider or our account and setup (retried, and counted by the
+ * circuit breaker), `throttled` a request to slow down (retried).
+ */
+export type FailureKind = 'permanent' | 'provider' | 'throttled';
+
 /**
  * Errors thrown in a worker lose `code` and `responseCode` on the way back, so a failure is a
  * value: nodemailer's error code, the SMTP reply code and whether trying again can help.
@@ -44,8 +63,10 @@ export interface FailedResult {
   readonly status: 'failed';
   readonly code: string;
   readonly responseCode: number | null;
-  readonly retryable: boolean;
+  readonly kind: FailureKind;
+  /** The SMTP phase that failed (nodemailer's `command`: CONN, AUTH PLAIN, MAIL FROM, RCPT TO, DATA…), if known. */
+  readonly command: string | null;
   readonly message: string;
 }
 
-export type MailResult = SentResult | FailedResult;
+export type MailResult = SentResult | ReleasedResult | FailedResult;

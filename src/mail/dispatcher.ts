@@ -1,16 +1,22 @@
-// The dispatcher hands leased outbox rows to the worker pool and writes their results back.
-// It owns the in-memory bound: at most `maxInFlight` jobs are held (batched, queued in the
-// pool or sending) at any time. A signup that finds no room leaves its email in the outbox
-// for a sweeper instead: memory stays bounded under any burst and nothing is lost.
+// The dispatcher holds the emails this instance has leased and moves each one through three
+// places: its own queue (in memory, not yet handed to a worker), the worker pool (a small
+// window, about two messages per SMTP connection, so a job in the pool is on a connection or
+// about to be), and the result write. It owns the in-memory bound (at most `maxInFlight`
+// emails held at once; a signup that finds no room leaves its email in the outbox for a
+// sweeper), the lease heartbeat, the circuit breaker, and the hand-back at shutdown: what is
+// not yet on an SMTP connection goes back to the outbox at once, so the drain waits only for
+// messages being transmitted.
 import type pg from 'pg';
 import type { Piscina } from 'piscina';
+import { markFailed, markSent, release, renewLeases, reviveDead, type Delivery, type HeldRow, type RetryPolicy } from '../db/outbox.js';
+import { isTransientDatabaseError } from '../db/pool.js';
 import type { Log } from '../logger.js';
-import { isDatabaseUnavailable } from '../db/pool.js';
-import type { TaskGroup } from '../task-group.js';
-import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
 import type { Metrics } from '../metrics.js';
-import { markFailed, markSent, release, type RetryPolicy } from '../db/outbox.js';
+import type { TaskGroup } from '../task-group.js';
+import { CircuitBreaker } from './breaker.js';
 import { WriteCoalescer } from './coalescer.js';
+import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
+import type { Lease } from './leases.js';
 import { welcomeMessageId } from './message-id.js';
 
 export interface DispatcherOptions {
@@ -19,68 +25,123 @@ export interface DispatcherOptions {
   readonly group: TaskGroup;
   readonly log: Log;
   readonly metrics: Metrics;
-  /** This instance's lease owner id. */
-  readonly owner: string;
+  readonly lease: Lease;
+  /** Shared with the workers: set to 1 when shutdown begins (see WorkerSettings.handBack). */
+  readonly handBack: Int32Array;
   readonly maxInFlight: number;
+  /** Emails handed to the pool at once: enough to keep every SMTP connection busy. */
+  readonly poolWindow: number;
   readonly batchSize: number;
   readonly messageIdDomain: string;
   readonly retry: RetryPolicy;
+  readonly breaker: { readonly threshold: number; readonly probeMs: number };
 }
 
-const RESULT_WRITE_ATTEMPTS = 12;
+/** A row this instance holds, from its lease until its result is written. */
+interface HeldJob extends HeldRow {
+  readonly job: WelcomeJob;
+  /** Local clock time until which the lease is known to be ours (renewed by the heartbeat). */
+  leaseUntil: number;
+  where: 'queue' | 'pool' | 'result';
+  /** Set once the worker reported it sent: never released after that. */
+  sent?: true;
+}
+
+const MAX_WRITE_BACKOFF_MS = 4000;
 
 export class Dispatcher {
-  #inFlight = 0;
-  #batch: WelcomeJob[] = [];
-  #flushScheduled = false;
-  /** Set at the shutdown deadline: the rows were released, results no longer matter. */
+  readonly #o: DispatcherOptions;
+  readonly #held = new Map<number, HeldJob>();
+  #queue: HeldJob[] = [];
+  #inPool = 0;
+  /** Places taken by tryReserve() and not yet submitted or cancelled. */
+  #reserved = 0;
+  #pumpScheduled = false;
+  #draining = false;
+  /** Past the shutdown deadline: results no longer matter, nothing more is written. */
   #abandoned = false;
+  /** Set while the sweeper has due rows it had no room for: signups then leave it a share. */
+  #sweeperWaiting = false;
+  #heartbeat: NodeJS.Timeout | undefined;
+  /** Who waits for room (the sweeper, with a backlog): called once `places` are free. */
+  #roomWaiters: { places: number; wake: () => void }[] = [];
+  readonly #breaker: CircuitBreaker;
+  /** Failure writes go one after another, so a breaker's revival always follows the writes it undoes. */
+  #failureWrites: Promise<unknown> = Promise.resolve();
   /**
    * Marks rows sent, one UPDATE at a time: the results of every batch that settles while one
    * is under way go out together in the next, so under load one statement and one commit
    * carry many batches.
    */
-  readonly #sentWriter = new WriteCoalescer<number>((ids) =>
-    this.#withRetry(() => markSent(this.options.db, ids.map((outboxId) => ({ outboxId, messageId: welcomeMessageId(outboxId, this.options.messageIdDomain) })))),
-  );
-  /** Who waits for room (the sweeper, with a backlog): called once `places` are free. */
-  #roomWaiters: { places: number; wake: () => void }[] = [];
+  readonly #sentWriter = new WriteCoalescer<HeldJob>((jobs) => this.#writeSent(jobs));
 
-  constructor(private readonly options: DispatcherOptions) {}
+  constructor(options: DispatcherOptions) {
+    this.#o = options;
+    this.#breaker = new CircuitBreaker(options.breaker);
+  }
 
-  /** Jobs reserved or running, not yet settled. */
+  /** Emails held in memory or reserved, not yet settled. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#reserved + this.#held.size;
   }
 
-  /** The most jobs held at once (MAIL_MAX_IN_FLIGHT). */
+  /** The most emails held at once (MAIL_MAX_IN_FLIGHT). */
   get capacity(): number {
-    return this.options.maxInFlight;
+    return this.#o.maxInFlight;
   }
 
-  /** How many more jobs fit right now. */
+  /** Sending is paused by the circuit breaker. */
+  get paused(): boolean {
+    return this.#breaker.open;
+  }
+
+  /**
+   * How many rows the sweeper may claim now. None while draining; while paused, one probe
+   * when it is due and nothing else is held.
+   */
   get room(): number {
-    return Math.max(0, this.options.maxInFlight - this.#inFlight);
+    if (this.#draining) return 0;
+    if (this.#breaker.open) return this.#breaker.probeDue && this.inFlight === 0 ? 1 : 0;
+    return Math.max(0, this.#o.maxInFlight - this.inFlight);
   }
 
-  /** Takes `n` places, if there are. Every reservation ends in submit() or cancel(). */
-  tryReserve(n = 1): boolean {
-    if (this.#inFlight + n > this.options.maxInFlight) return false;
-    this.#inFlight += n;
+  /**
+   * A signup takes a place, if there is one; every reservation ends in submit() or cancel().
+   * While the sweeper waits for room, signups leave it a quarter of the capacity, so retries,
+   * released rows and expired leases are sent under sustained load too.
+   */
+  tryReserve(): boolean {
+    if (this.#draining || this.#breaker.open) return false;
+    const share = this.#sweeperWaiting ? Math.floor(this.#o.maxInFlight / 4) : 0;
+    if (this.inFlight + 1 > this.#o.maxInFlight - share) return false;
+    this.#reserved++;
+    return true;
+  }
+
+  /** The sweeper takes `n` places for rows it claimed. */
+  tryReserveClaimed(n: number): boolean {
+    if (n > this.room) return false;
+    this.#reserved += n;
     return true;
   }
 
   cancel(n = 1): void {
-    this.#settled(n);
+    this.#reserved -= n;
+    this.#settled();
+  }
+
+  /** The sweeper says whether it left due rows in the outbox for want of room. */
+  set sweeperWaiting(waiting: boolean) {
+    this.#sweeperWaiting = waiting;
   }
 
   /**
    * Calls `wake` once, as soon as `places` are free (at most maxInFlight). Returns a function
-   * that cancels the wait. A sweeper with a backlog uses it to claim more as soon as the pool
-   * has room, instead of idling until its next tick.
+   * that cancels the wait. A sweeper with a backlog uses it to claim more as soon as there is
+   * room, instead of idling until its next tick.
    */
   whenRoom(places: number, wake: () => void): () => void {
-    const waiter = { places: Math.min(places, this.options.maxInFlight), wake };
+    const waiter = { places: Math.min(places, this.#o.maxInFlight), wake };
     this.#roomWaiters.push(waiter);
     this.#notifyRoom();
     return () => {
@@ -88,116 +149,270 @@ export class Dispatcher {
     };
   }
 
-  #settled(n: number): void {
-    this.#inFlight -= n;
-    if (this.#roomWaiters.length > 0) this.#notifyRoom();
+  /** Queues a reserved job, leased to us at `generation`; it goes to the pool in the next batch. */
+  submit(job: WelcomeJob, generation: number, leaseUntil: number): void {
+    this.#reserved--;
+    const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue' };
+    this.#held.set(job.outboxId, held);
+    this.#queue.push(held);
+    if (this.#breaker.open) this.#breaker.probeSent();
+    this.#schedulePump();
   }
 
-  #notifyRoom(): void {
-    const ready = this.#roomWaiters.filter((w) => w.places <= this.room);
-    if (ready.length === 0) return;
-    this.#roomWaiters = this.#roomWaiters.filter((w) => w.places > this.room);
-    for (const waiter of ready) waiter.wake();
+  /** Starts the lease heartbeat: every held row's lease is extended every third of its length. */
+  start(): void {
+    this.#heartbeat ??= setInterval(() => void this.#renewLeases(), Math.max(50, Math.floor(this.#o.lease.ms / 3)));
   }
 
-  /**
-   * Queues a reserved job. Jobs submitted in the same turn of the event loop go to the pool as
-   * one task: under load the per-task cost (a structured clone, a message port round trip) is
-   * paid once per batch, and the results are written back in one UPDATE.
-   */
-  submit(job: WelcomeJob): void {
-    this.#batch.push(job);
-    if (this.#batch.length >= this.options.batchSize) this.flush();
-    else if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => this.flush());
+  /** Jobs submitted in the same turn of the event loop go to the pool together. */
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    setImmediate(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  /** Hands queued jobs to the pool while its window has room. */
+  #pump(): void {
+    while (!this.#draining && this.#queue.length > 0 && this.#inPool < this.#o.poolWindow) {
+      const now = Date.now();
+      const batch: HeldJob[] = [];
+      while (batch.length < Math.min(this.#o.batchSize, this.#o.poolWindow - this.#inPool) && this.#queue.length > 0) {
+        const held = this.#queue.shift()!;
+        // Its lease could not be renewed (the database was away longer than the lease): another
+        // instance may already be sending it, so it must not reach SMTP from here.
+        if (held.leaseUntil <= now) this.#forget([held], 'lease lost before sending');
+        else batch.push(held);
+      }
+      if (batch.length === 0) continue;
+      for (const held of batch) held.where = 'pool';
+      this.#inPool += batch.length;
+      this.#track(this.#send(batch), batch);
     }
   }
 
-  /** Sends the partial batch now (shutdown calls this before waiting for the group). */
-  flush(): void {
-    this.#flushScheduled = false;
-    const jobs = this.#batch;
-    if (jobs.length === 0) return;
-    this.#batch = [];
-    const work = this.#send(jobs).finally(() => this.#settled(jobs.length));
+  #track(work: Promise<void>, jobs: readonly HeldJob[]): void {
     try {
-      this.options.group.track(work, { component: 'dispatcher', outboxIds: jobs.map((job) => job.outboxId) }, jobs.length);
-    } catch (error) {
-      // The group is closed: shutdown is past the point of waiting. The rows are leased to us;
-      // the deadline release hands them back, or their lease expires.
-      this.options.log.warn({ err: error, count: jobs.length }, 'batch dispatched after the task group closed');
-      work.catch(() => undefined);
+      this.#o.group.track(work, { component: 'dispatcher', outboxIds: jobs.map((held) => held.outboxId) }, jobs.length);
+    } catch {
+      // The group is closed (past the drain): the work still runs; its failure is only logged.
+      work.catch((err: unknown) => this.#o.log.warn({ err, count: jobs.length }, 'mail work failed after the drain'));
     }
   }
 
-  /** The shutdown deadline passed and our leases were released: stop writing results. */
-  abandon(): void {
-    this.#abandoned = true;
-  }
-
-  async #send(jobs: WelcomeJob[]): Promise<void> {
+  async #send(batch: HeldJob[]): Promise<void> {
     let results: MailResult[];
     const started = performance.now();
     try {
-      results = await this.options.pool.run(jobs);
+      results = await this.#o.pool.run(batch.map((held) => held.job));
     } catch (error) {
       // The worker thread died or the pool was destroyed: nothing says whether the messages
       // left, so each is retried (at-least-once; the Message-ID makes a resend recognisable).
       const message = error instanceof Error ? error.message : String(error);
-      this.options.log.warn({ err: error, count: jobs.length }, 'mail worker task failed; its emails will be retried');
-      results = jobs.map(
-        (job): FailedResult => ({ outboxId: job.outboxId, status: 'failed', code: 'EWORKER', responseCode: null, retryable: true, message }),
-      );
+      this.#o.log.warn({ err: error, count: batch.length }, 'mail worker task failed; its emails will be retried');
+      results = batch.map((held): FailedResult => ({ outboxId: held.outboxId, status: 'failed', code: 'EWORKER', responseCode: null, kind: 'provider', command: null, message }));
     }
-    this.options.metrics.observeBatch(results, (performance.now() - started) / 1000);
+    this.#inPool -= batch.length;
+    this.#schedulePump();
+    // Known sent: never released, even past the deadline (a resend would be a duplicate).
+    for (const result of results) if (result.status === 'sent') byIdOf(batch, result.outboxId).sent = true;
     if (this.#abandoned) return;
-    await this.#record(results);
+    this.#o.metrics.observeBatch(results, (performance.now() - started) / 1000);
+    for (const held of batch) held.where = 'result';
+    await this.#record(batch, results);
   }
 
-  async #record(results: MailResult[]): Promise<void> {
-    const sent: number[] = [];
-    const failed: FailedResult[] = [];
+  async #record(batch: readonly HeldJob[], results: readonly MailResult[]): Promise<void> {
+    const byId = new Map(batch.map((held) => [held.outboxId, held]));
+    const sent: HeldJob[] = [];
+    const released: HeldJob[] = [];
+    const failed: { held: HeldJob; result: FailedResult; permanent: boolean }[] = [];
     for (const result of results) {
-      if (result.status === 'sent') sent.push(result.outboxId);
-      else failed.push(result);
+      const held = byId.get(result.outboxId)!;
+      if (result.status === 'sent') {
+        sent.push(held);
+        const event = this.#breaker.success();
+        if (event?.type === 'closed') this.#o.log.info({ pausedMs: event.pausedMs }, 'mail provider recovered');
+      } else if (result.status === 'released') {
+        released.push(held);
+      } else {
+        failed.push(this.#judge(held, result));
+      }
     }
-    await this.#sentWriter.add(sent);
-    if (failed.length === 0) return;
-    const outcomes = await this.#withRetry(() =>
-      markFailed(
-        this.options.db,
-        failed.map((f) => ({ outboxId: f.outboxId, retryable: f.retryable, error: `${f.code}${f.responseCode ? ` ${f.responseCode}` : ''}: ${f.message}` })),
-        this.options.retry,
-      ),
-    );
-    const byId = new Map(failed.map((f) => [f.outboxId, f]));
-    for (const outcome of outcomes) {
-      const failure = byId.get(outcome.outboxId);
-      const fields = { outboxId: outcome.outboxId, attempt: outcome.attempts, code: failure?.code, responseCode: failure?.responseCode };
-      this.options.metrics.observeOutcome(outcome.status, failure?.code);
-      if (outcome.status === 'dead') this.options.log.error(fields, 'email gave up: marked dead');
-      else this.options.log.warn(fields, 'email failed; retry scheduled');
+    this.#o.metrics.providerPaused.set(this.#breaker.open ? 1 : 0);
+    await Promise.all([
+      this.#sentWriter.add(sent),
+      released.length > 0 ? this.#releaseHeld(released) : undefined,
+      failed.length > 0 ? this.#writeFailures(failed) : undefined,
+    ]);
+  }
+
+  /** A failure's fate: dead at once only if it is about this email and the provider is otherwise healthy. */
+  #judge(held: HeldJob, result: FailedResult): { held: HeldJob; result: FailedResult; permanent: boolean } {
+    const permanent = result.kind === 'permanent' && !this.#breaker.open;
+    if (result.kind === 'provider' || result.kind === 'permanent') this.#o.metrics.providerFaults.inc({ phase: result.command ?? result.code });
+    const event = this.#breaker.failure(result.kind, permanent ? held.outboxId : undefined);
+    if (event?.type === 'opened') this.#pause(event.failures, event.revive, result);
+    return { held, result, permanent };
+  }
+
+  /** The breaker opened: hand back everything not yet on its way to SMTP, and undo the run's deaths. */
+  #pause(failures: number, revive: readonly number[], last: FailedResult): void {
+    this.#o.log.error({ failures, code: last.code, responseCode: last.responseCode, command: last.command, reason: last.message }, 'mail provider failing; sending paused');
+    const queued = this.#queue.splice(0);
+    if (queued.length > 0) this.#track(this.#releaseHeld(queued).then(() => undefined), queued);
+    if (revive.length > 0) {
+      this.#failureWrites = this.#failureWrites.then(() =>
+        this.#withRetry(() => reviveDead(this.#o.db, revive)).then((n) => this.#o.log.warn({ revived: n }, 'emails refused during the provider failure are pending again')),
+      );
+    }
+  }
+
+  #writeFailures(failed: readonly { held: HeldJob; result: FailedResult; permanent: boolean }[]): Promise<void> {
+    const write = this.#failureWrites.then(async () => {
+      const failures = failed.map(({ held, result, permanent }) => ({ ...heldRow(held), permanent, error: describeFailure(result) }));
+      const outcomes = await this.#withRetry(() => markFailed(this.#o.db, this.#o.lease.owner, failures, this.#o.retry));
+      this.#countStale(failed.length - outcomes.length, 'failure');
+      const results = new Map(failed.map(({ result }) => [result.outboxId, result]));
+      for (const outcome of outcomes) {
+        const failure = results.get(outcome.outboxId)!;
+        const fields = { outboxId: outcome.outboxId, attempt: outcome.attempts, code: failure.code, responseCode: failure.responseCode, command: failure.command };
+        this.#o.metrics.observeOutcome(outcome.status, failure.code);
+        if (outcome.status === 'dead') this.#o.log.error(fields, 'email gave up: marked dead');
+        else this.#o.log.warn(fields, 'email failed; retry scheduled');
+      }
+    });
+    this.#failureWrites = write.catch(() => undefined);
+    return write.finally(() => this.#forget(failed.map(({ held }) => held)));
+  }
+
+  async #writeSent(jobs: HeldJob[]): Promise<void> {
+    try {
+      const deliveries: Delivery[] = jobs.map((held) => ({ ...heldRow(held), messageId: welcomeMessageId(held.outboxId, this.#o.messageIdDomain) }));
+      const written = await this.#withRetry(() => markSent(this.#o.db, this.#o.lease.owner, deliveries));
+      this.#countStale(jobs.length - written.size, 'sent');
+    } finally {
+      this.#forget(jobs);
+    }
+  }
+
+  async #releaseHeld(jobs: readonly HeldJob[], dueInMs = 0): Promise<number> {
+    try {
+      return await this.#withRetry(() => release(this.#o.db, this.#o.lease.owner, jobs.map(heldRow), dueInMs));
+    } finally {
+      this.#forget(jobs);
+    }
+  }
+
+  #countStale(count: number, what: string): void {
+    if (count <= 0) return;
+    // Another instance took these rows over after our lease expired: its result stands.
+    this.#o.metrics.staleResults.inc(count);
+    this.#o.log.debug({ count, what }, 'stale result not written: the row was taken over');
+  }
+
+  /** Stops holding these jobs: their places are free again. */
+  #forget(jobs: readonly HeldJob[], why?: string): void {
+    for (const held of jobs) this.#held.delete(held.outboxId);
+    if (why !== undefined) this.#o.log.warn({ count: jobs.length }, why);
+    this.#settled();
+  }
+
+  #settled(): void {
+    if (this.#roomWaiters.length > 0) this.#notifyRoom();
+  }
+
+  #notifyRoom(): void {
+    const room = this.room;
+    const ready = this.#roomWaiters.filter((w) => w.places <= room);
+    if (ready.length === 0) return;
+    this.#roomWaiters = this.#roomWaiters.filter((w) => w.places > room);
+    for (const waiter of ready) waiter.wake();
+  }
+
+  /** The heartbeat: one UPDATE extends every lease we hold; a row we no longer own is dropped before SMTP. */
+  async #renewLeases(): Promise<void> {
+    const held = [...this.#held.values()];
+    if (held.length === 0 || this.#abandoned) return;
+    const startedAt = Date.now();
+    let renewed: Set<number>;
+    try {
+      renewed = await renewLeases(this.#o.db, this.#o.lease, held.map(heldRow));
+    } catch (err) {
+      this.#o.log.warn({ err, held: held.length }, 'could not renew leases; emails whose lease runs out will not be sent from here');
+      return;
+    }
+    const lost = held.filter((h) => !renewed.has(h.outboxId) && this.#held.get(h.outboxId) === h);
+    for (const h of held) if (renewed.has(h.outboxId)) h.leaseUntil = startedAt + this.#o.lease.ms;
+    const lostQueued = lost.filter((h) => h.where === 'queue');
+    if (lostQueued.length > 0) {
+      this.#queue = this.#queue.filter((h) => !lostQueued.includes(h));
+      this.#forget(lostQueued, 'leases taken over before sending: dropped');
     }
   }
 
   /**
-   * A result not written means a resend later (the lease expires), not a loss; still, while
-   * the database is briefly away, keep trying for about half a minute before giving up.
+   * Shutdown begins: the workers hand back every job not yet on an SMTP connection, and the
+   * queue goes back to the outbox now, due at once for another instance. Resolves with how
+   * many rows the queue gave back. What remains held is being transmitted.
+   */
+  async handBack(): Promise<number> {
+    this.#draining = true;
+    Atomics.store(this.#o.handBack, 0, 1);
+    const queued = this.#queue.splice(0);
+    return queued.length === 0 ? 0 : this.#releaseHeld(queued);
+  }
+
+  /** The shutdown deadline passed: from now on no result is written (the pool is destroyed next). */
+  abandon(): void {
+    this.#abandoned = true;
+    clearInterval(this.#heartbeat);
+  }
+
+  /**
+   * After the pool is destroyed (no worker can still send): hands back every row whose result
+   * was not recorded, except those reported sent, whose resend would be a duplicate (their
+   * "sent" write may still land). Resolves with how many rows moved.
+   */
+  releaseUnfinished(): Promise<number> {
+    const unfinished = [...this.#held.values()].filter((held) => !held.sent);
+    return release(this.#o.db, this.#o.lease.owner, unfinished.map(heldRow));
+  }
+
+  /** Stops the heartbeat (end of the drain). */
+  stop(): void {
+    clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  /**
+   * A result not written means a resend later (the lease expires), not a loss; still, while the
+   * database refuses for a passing reason, keep trying (the heartbeat keeps the lease) until
+   * the shutdown deadline abandons the work.
    */
   async #withRetry<T>(write: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await write();
       } catch (error) {
-        if (this.#abandoned || attempt >= RESULT_WRITE_ATTEMPTS || !isDatabaseUnavailable(error)) throw error;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(250 * 2 ** attempt, 4000)));
+        if (this.#abandoned || !isTransientDatabaseError(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, MAX_WRITE_BACKOFF_MS)));
       }
     }
   }
+}
 
-  /** Hands our leased rows back to the outbox (shutdown deadline). */
-  releaseAll(): Promise<number> {
-    return release(this.options.db, this.options.owner);
-  }
+function byIdOf(batch: readonly HeldJob[], outboxId: number): HeldJob {
+  return batch.find((held) => held.outboxId === outboxId)!;
+}
+
+function heldRow(held: HeldJob): HeldRow {
+  return { outboxId: held.outboxId, generation: held.generation };
+}
+
+function describeFailure(failure: FailedResult): string {
+  const phase = failure.command ? ` at ${failure.command}` : '';
+  return `${failure.code}${failure.responseCode ? ` ${failure.responseCode}` : ''}${phase}: ${failure.message}`;
 }

@@ -8,6 +8,7 @@ import type pg from 'pg';
 import { Piscina } from 'piscina';
 import type { Config } from '../config.js';
 import type { SignupRecord } from '../db/signups.js';
+import { settleBy } from '../deadline.js';
 import type { Log } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import { TaskGroup } from '../task-group.js';
@@ -28,6 +29,10 @@ export interface MailPipelineOptions {
 const workerFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../workers/mail-worker.js');
 /** Rows per sweeper claim query. */
 const CLAIM_LIMIT = 500;
+/** Emails in the worker pool per SMTP connection (the rest wait in the dispatcher's queue). */
+const POOL_MESSAGES_PER_CONNECTION = 2;
+/** How long past the deadline the release of unfinished emails may take before the process gives up on it. */
+const RELEASE_GRACE_MS = 1000;
 
 export class MailPipeline {
   /** This instance's lease owner id, also its name in the healthcheck. */
@@ -46,21 +51,27 @@ export class MailPipeline {
     this.#log = log;
     this.#metrics = metrics;
     this.#lease = { owner: this.owner, ms: config.mail.leaseMs };
-    this.#pool = createWorkerPool(config, smtpUrl, log);
+    const handBack = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
+    this.#pool = createWorkerPool(config, smtpUrl, handBack, log);
     this.#group = new TaskGroup((err, context) => log.error({ err, ...context }, 'background task failed'));
+    const { mail } = config;
     this.#dispatcher = new Dispatcher({
       pool: this.#pool,
       db,
       group: this.#group,
       log,
       metrics,
-      owner: this.owner,
-      maxInFlight: config.mail.maxInFlight,
-      batchSize: config.mail.batchSize,
-      messageIdDomain: config.mail.messageIdDomain,
-      retry: { maxAttempts: config.mail.maxAttempts, retryBaseMs: config.mail.retryBaseMs, retryMaxMs: config.mail.retryMaxMs },
+      lease: this.#lease,
+      handBack: new Int32Array(handBack),
+      maxInFlight: mail.maxInFlight,
+      // Two messages per SMTP connection: one being sent, one ready for the moment it is done.
+      poolWindow: POOL_MESSAGES_PER_CONNECTION * mail.workers * mail.smtpConnections,
+      batchSize: mail.batchSize,
+      messageIdDomain: mail.messageIdDomain,
+      retry: { maxAttempts: mail.maxAttempts, giveUpAfterMs: mail.giveUpAfterMs, retryBaseMs: mail.retryBaseMs, retryMaxMs: mail.retryMaxMs },
+      breaker: { threshold: mail.breakerThreshold, probeMs: mail.breakerProbeMs },
     });
-    this.#sweeper = new Sweeper({ db, dispatcher: this.#dispatcher, group: this.#group, log, lease: this.#lease, intervalMs: config.mail.sweepIntervalMs, claimLimit: CLAIM_LIMIT });
+    this.#sweeper = new Sweeper({ db, dispatcher: this.#dispatcher, log, lease: this.#lease, intervalMs: mail.sweepIntervalMs, claimLimit: CLAIM_LIMIT });
     this.#registerGauges();
   }
 
@@ -82,6 +93,8 @@ export class MailPipeline {
    */
   async sendWelcome(token: string, write: (lease: Lease | undefined) => Promise<SignupRecord>): Promise<SignupRecord> {
     const dispatchNow = this.#dispatcher.tryReserve();
+    // The lease runs from the statement's start (the database's now() can only be later).
+    const leaseFrom = Date.now();
     let record: SignupRecord;
     try {
       record = await write(dispatchNow ? this.#lease : undefined);
@@ -89,43 +102,54 @@ export class MailPipeline {
       if (dispatchNow) this.#dispatcher.cancel();
       throw error;
     }
-    const { user, outboxId } = record;
-    if (dispatchNow) this.#dispatcher.submit({ outboxId, userId: user.id, name: user.name, email: user.email, token });
+    const { user, outboxId, generation } = record;
+    if (dispatchNow) this.#dispatcher.submit({ outboxId, userId: user.id, name: user.name, email: user.email, token }, generation, leaseFrom + this.#lease.ms);
     else this.#metrics.signupsDeferred.inc();
     return record;
   }
 
-  /** At boot: the sweeper picks up what a previous instance released or left behind. */
+  /** At boot: the sweeper picks up what a previous instance released or left behind; the lease heartbeat starts. */
   start(): void {
+    this.#dispatcher.start();
     this.#sweeper.start();
   }
 
-  /** Shutdown step 1: claim nothing new. Resolves once a sweep under way has dispatched what it claimed. */
-  stopClaiming(): Promise<void> {
-    return this.#sweeper.stop();
+  /**
+   * Shutdown step 1: claim nothing new. Resolves once a sweep under way has dispatched what it
+   * claimed, or at `deadlineAt` if the database hangs.
+   */
+  async stopClaiming(deadlineAt: number): Promise<void> {
+    await settleBy(this.#sweeper.stop(), deadlineAt);
   }
 
   /**
-   * Shutdown steps 3 and 4: wait for the emails held in memory until `deadlineAt` (a
-   * Date.now() value); past it, hand what is unfinished back to the outbox. Then the pool goes.
+   * Shutdown steps 3 and 4. Emails not yet on an SMTP connection go back to the outbox at once,
+   * due now for another instance; the task group then holds only messages being transmitted
+   * (and their result writes), and is waited for until `deadlineAt` (a Date.now() value). Past
+   * it, the pool is destroyed first, so no worker can still send, and only then is every email
+   * without a recorded result released. Each database step is bounded, so a database that hangs
+   * cannot hold the exit.
    */
   async drain(deadlineAt: number): Promise<void> {
-    await this.#sweeper.stop();
-    this.#dispatcher.flush();
+    await settleBy(this.#sweeper.stop(), deadlineAt);
     this.#group.close();
-    const remainingMs = deadlineAt - Date.now();
-    this.#log.info({ pending: this.#group.size, deadlineMs: Math.max(0, remainingMs) }, 'completing background tasks');
-    const result = await this.#group.wait(remainingMs);
+    const handedBack = await settleBy(this.#dispatcher.handBack(), deadlineAt);
+    this.#log.info(
+      { pending: this.#group.size, handedBack: handedBack.timedOut ? null : handedBack.value, deadlineMs: Math.max(0, deadlineAt - Date.now()) },
+      'completing background tasks',
+    );
+    const result = await this.#group.wait(deadlineAt - Date.now());
     if (!result.drained) {
-      // The next instance sends these at once instead of waiting for the lease to expire.
+      // Destroy first: a worker must not send an email after it was released to another instance.
       this.#dispatcher.abandon();
-      const released = await this.#dispatcher.releaseAll().catch((err: unknown) => {
-        this.#log.error({ err }, 'could not release unfinished emails; their leases will expire instead');
-        return 0;
-      });
-      this.#log.warn({ pending: result.pending, released }, 'shutdown deadline reached: unfinished emails released to the outbox');
+      await this.#pool.destroy();
+      const released = await settleBy(this.#dispatcher.releaseUnfinished(), deadlineAt + RELEASE_GRACE_MS);
+      if (released.timedOut) this.#log.error({ pending: result.pending }, 'could not release unfinished emails in time; their leases will expire instead');
+      else this.#log.warn({ pending: result.pending, released: released.value }, 'shutdown deadline reached: unfinished emails released to the outbox');
+    } else {
+      await this.#pool.destroy();
     }
-    await this.#pool.destroy();
+    this.#dispatcher.stop();
   }
 
   #registerGauges(): void {
@@ -138,9 +162,10 @@ export class MailPipeline {
   }
 }
 
-function createWorkerPool(config: Config, smtpUrl: string, log: Log): Piscina<MailTask, MailResult[]> {
+function createWorkerPool(config: Config, smtpUrl: string, handBack: SharedArrayBuffer, log: Log): Piscina<MailTask, MailResult[]> {
   const settings: WorkerSettings = {
     smtpUrl,
+    handBack,
     from: config.mailFrom,
     messageIdDomain: config.mail.messageIdDomain,
     smtpConnections: config.mail.smtpConnections,
@@ -160,7 +185,7 @@ function createWorkerPool(config: Config, smtpUrl: string, log: Log): Piscina<Ma
     // 'sync' (the default) blocks an idle worker's event loop in Atomics.wait, which stalls
     // the pooled SMTP connections it owns.
     atomics: 'disabled',
-    // The dispatcher never holds more than maxInFlight jobs, so this bound is a backstop.
+    // The dispatcher hands the pool a small window of emails at a time, so this bound is a backstop.
     maxQueue: config.mail.maxInFlight,
     workerData: settings,
   });

@@ -6,7 +6,6 @@
 import type pg from 'pg';
 import type { Log } from '../logger.js';
 import { insertMany, ACTIVATION_SCOPE } from '../db/tokens.js';
-import type { TaskGroup } from '../task-group.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../tokens.js';
 import type { Dispatcher } from './dispatcher.js';
 import { claimDue, release } from '../db/outbox.js';
@@ -15,7 +14,6 @@ import type { Lease } from './leases.js';
 export interface SweeperOptions {
   readonly db: pg.Pool;
   readonly dispatcher: Dispatcher;
-  readonly group: TaskGroup;
   readonly log: Log;
   readonly lease: Lease;
   readonly intervalMs: number;
@@ -31,13 +29,11 @@ export class Sweeper {
 
   private readonly db: pg.Pool;
   private readonly dispatcher: Dispatcher;
-  private readonly group: TaskGroup;
   private readonly log: Log;
 
   constructor(private readonly options: SweeperOptions) {
     this.db = options.db;
     this.dispatcher = options.dispatcher;
-    this.group = options.group;
     this.log = options.log;
   }
 
@@ -58,21 +54,20 @@ export class Sweeper {
 
   #tick(): void {
     if (this.#stopped) return;
-    // Tracked like any background work; a failed sweep (the database is away) is logged by
-    // the group and the next tick tries again.
+    // Not tracked in the task group: the group counts emails, and the drain stops the sweeper
+    // itself. A failed sweep (the database is away) is logged and the next tick tries again.
     let backlog = false;
-    this.#running = this.group
-      .track(this.#sweep(), { component: 'sweeper' })
+    this.#running = this.#sweep()
       .then(
         (more) => {
           backlog = more;
         },
-        () => undefined,
+        (err: unknown) => this.log.warn({ err }, 'sweep failed; retrying at the next tick'),
       )
       .finally(() => {
         this.#running = undefined;
         if (this.#stopped) return;
-        if (backlog) {
+        if (backlog && !this.dispatcher.paused) {
           // Rows may still be due but the dispatcher is full: sweep again once a quarter of its
           // capacity (or a full claim) is free, rather than idle until the next tick.
           const places = Math.max(1, Math.min(this.options.claimLimit, Math.ceil(this.dispatcher.capacity / 4)));
@@ -81,6 +76,7 @@ export class Sweeper {
             this.#tick();
           });
         } else {
+          // While sending is paused the breaker lets one probe through per interval: ticks find it.
           this.#timer = setTimeout(() => this.#tick(), this.options.intervalMs);
         }
       });
@@ -90,13 +86,14 @@ export class Sweeper {
   async #sweep(): Promise<boolean> {
     while (!this.#stopped) {
       const room = Math.min(this.dispatcher.room, this.options.claimLimit);
-      if (room === 0) return true;
+      if (room === 0) return this.#wantRoom(true);
+      const claimedAt = Date.now();
       const rows = await claimDue(this.db, this.options.lease, room);
-      if (rows.length === 0) return false;
-      if (!this.dispatcher.tryReserve(rows.length)) {
-        // Fast-path signups took the room while we were claiming: hand the rows back.
-        await release(this.db, this.options.lease.owner, rows.map((row) => row.outboxId));
-        return true;
+      if (rows.length === 0) return this.#wantRoom(false);
+      if (this.#stopped || !this.dispatcher.tryReserveClaimed(rows.length)) {
+        // Shutdown began, or signups took the room while we were claiming: hand the rows back.
+        await release(this.db, this.options.lease.owner, rows);
+        return this.#wantRoom(!this.#stopped);
       }
       // Only the hash of a token is stored, so a resend carries a fresh token; any earlier one
       // stays valid until it expires.
@@ -105,13 +102,22 @@ export class Sweeper {
         await insertMany(this.db, ACTIVATION_SCOPE, rows.map((row, i) => ({ hash: tokens[i]!.hash, userId: row.userId, ttlMs: ACTIVATION_TTL_MS })));
       } catch (error) {
         this.dispatcher.cancel(rows.length);
-        await release(this.db, this.options.lease.owner, rows.map((row) => row.outboxId)).catch(() => undefined);
+        await release(this.db, this.options.lease.owner, rows).catch(() => undefined);
         throw error;
       }
-      rows.forEach((row, i) => this.dispatcher.submit({ outboxId: row.outboxId, userId: row.userId, name: row.name, email: row.email, token: tokens[i]!.plaintext }));
+      const leaseUntil = claimedAt + this.options.lease.ms;
+      rows.forEach((row, i) =>
+        this.dispatcher.submit({ outboxId: row.outboxId, userId: row.userId, name: row.name, email: row.email, token: tokens[i]!.plaintext }, row.generation, leaseUntil),
+      );
       this.log.debug({ claimed: rows.length }, 'sweeper dispatched due emails');
-      if (rows.length < room) return false;
+      if (rows.length < room) return this.#wantRoom(false);
     }
     return false;
+  }
+
+  /** Tells the dispatcher whether due rows are waiting for room (signups then leave the sweeper a share). */
+  #wantRoom(waiting: boolean): boolean {
+    this.dispatcher.sweeperWaiting = waiting;
+    return waiting;
   }
 }

@@ -7,6 +7,10 @@ import type { Config } from '../config.js';
 import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
 import { runMigrations } from '../db/migrations.js';
 import { createPool } from '../db/pool.js';
+import { settleBy } from '../deadline.js';
+
+/** How long past the shutdown deadline closing the pool may take. */
+const CLOSE_GRACE_MS = 1000;
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -32,14 +36,17 @@ export default fp<{ config: Config }>(
     } else {
       await runMigrations(databaseUrl, log);
     }
-    const pool = createPool(databaseUrl, log);
+    const pool = createPool(databaseUrl, log, config.databaseQueryTimeoutMs);
     let ended = false;
     app.addHook('onClose', async () => {
       if (ended) return;
       ended = true;
-      await pool.end();
+      // pool.end() waits for every checked-out client; with a hung database those wait for their
+      // query timeout. A second past the shutdown deadline, stop waiting: the process exits anyway.
+      const deadlineAt = (app.lifecycle.drainingSince || Date.now()) + config.shutdownTimeoutMs + CLOSE_GRACE_MS;
+      if ((await settleBy(pool.end(), deadlineAt)).timedOut) log.warn('database pool did not close by the shutdown deadline');
     });
     app.decorate('db', pool);
   },
-  { name: 'database' },
+  { name: 'database', dependencies: ['lifecycle'] },
 );

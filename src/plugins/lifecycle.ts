@@ -19,8 +19,8 @@ declare module 'fastify' {
   }
 }
 
-export default fp(
-  async (app) => {
+export default fp<{ shutdownTimeoutMs: number }>(
+  async (app, { shutdownTimeoutMs }) => {
     const lifecycle: Lifecycle = { draining: false, drainingSince: 0 };
     app.decorate('lifecycle', lifecycle);
 
@@ -28,6 +28,9 @@ export default fp(
       if (lifecycle.draining) return;
       lifecycle.draining = true;
       lifecycle.drainingSince = Date.now();
+      // A request stuck on a database that hangs would hold the HTTP server's close (and so
+      // the whole shutdown) until its query timeout: at the deadline its socket is cut.
+      setTimeout(() => app.server.closeAllConnections(), shutdownTimeoutMs).unref();
     });
 
     app.addHook('onRequest', async (request) => {

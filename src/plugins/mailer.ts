@@ -16,12 +16,6 @@ declare module 'fastify' {
 export default fp<{ config: Config }>(
   async (app, { config }) => {
     const log = app.log.child({ component: 'mailer' });
-    if (config.mail.leaseMs <= config.mail.sendTimeoutMs) {
-      // Leases are not renewed while a send runs: a lease shorter than the send timeout lets
-      // another instance take over a slow send and deliver the email twice.
-      log.warn({ leaseMs: config.mail.leaseMs, sendTimeoutMs: config.mail.sendTimeoutMs }, 'MAIL_LEASE_MS is not above MAIL_SEND_TIMEOUT_MS: slow sends may be duplicated');
-    }
-
     let smtpUrl = config.smtpUrl;
     if (smtpUrl === undefined) {
       const catcher = await startMailCatcher(path.join(config.dataDir, 'mailbox'), log);
@@ -32,12 +26,13 @@ export default fp<{ config: Config }>(
 
     const pipeline = new MailPipeline({ config, smtpUrl, db: app.db, log, metrics: app.metrics });
     app.decorate('mailer', pipeline);
+    // The shutdown deadline counts from the signal (when draining began).
+    const deadlineAt = () => (app.lifecycle.drainingSince || Date.now()) + config.shutdownTimeoutMs;
     app.addHook('onReady', async () => pipeline.start());
     // Step 1 of the shutdown: claim nothing new. (Readiness flips in the lifecycle plugin.)
-    app.addHook('preClose', () => pipeline.stopClaiming());
-    // Steps 3 and 4, after the HTTP server has closed and in-flight requests have finished;
-    // the deadline counts from the signal.
-    app.addHook('onClose', () => pipeline.drain((app.lifecycle.drainingSince || Date.now()) + config.shutdownTimeoutMs));
+    app.addHook('preClose', () => pipeline.stopClaiming(deadlineAt()));
+    // Steps 3 and 4, after the HTTP server has closed and in-flight requests have finished.
+    app.addHook('onClose', () => pipeline.drain(deadlineAt()));
   },
   { name: 'mailer', dependencies: ['database', 'lifecycle', 'metrics'] },
 );
