@@ -38,16 +38,40 @@ export interface SentResult {
 }
 
 /**
+ * What a failure is about:
+ * - `permanent`: this email (a 5xx to RCPT TO or to its DATA, an invalid recipient); trying
+ *   it again gets the same answer.
+ * - `throttled`: the provider asks us to slow down (a 4xx that says rate or throttling).
+ * - `provider`: the provider, the network or our own setup (connection, greeting, EHLO, TLS,
+ *   AUTH, MAIL FROM, any other 4xx, anything unknown); every email would fail the same way
+ *   until it is fixed, so it is retried and never held against this email.
+ */
+export type FailureKind = 'permanent' | 'provider' | 'throttled';
+
+/** The SMTP step that failed: a small fixed set, fit for a metric label. */
+export type SmtpPhase = 'connection' | 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail-from' | 'rcpt-to' | 'data' | 'message' | 'unknown';
+
+/**
  * Errors thrown in a worker lose `code` and `responseCode` on the way back, so a failure is a
- * value: nodemailer's error code, the SMTP reply code and whether trying again can help.
+ * value: nodemailer's error code, the SMTP reply code and command, what the failure is about
+ * and whether trying again can help.
  */
 export interface FailedResult {
   readonly outboxId: number;
   readonly status: 'failed';
   readonly code: string;
   readonly responseCode: number | null;
+  /** `kind !== 'permanent'`, kept for callers that only need a yes or no. */
   readonly retryable: boolean;
   readonly message: string;
+  /**
+   * Set on every result a worker returns. Absent only on a result made on the API thread for
+   * a batch whose worker was lost, which is a provider fault as far as the email is concerned.
+   */
+  readonly kind?: FailureKind;
+  /** nodemailer's `command` as it reported it (`AUTH PLAIN`, `RCPT TO`, `CONN`…), or null. */
+  readonly command?: string | null;
+  readonly phase?: SmtpPhase;
 }
 
 export type MailResult = SentResult | FailedResult;
