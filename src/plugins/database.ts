@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { startEmbeddedPostgres } from '../db/embedded-postgres.js';
 import { runMigrations } from '../db/migrate.js';
 import { createPool } from '../db/pool.js';
+import { Retention } from '../mail/retention.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -40,6 +41,12 @@ export default fp<{ config: Config }>(
       await pool.end();
     });
     app.decorate('db', pool);
+    // Retention of old sent emails and expired tokens uses this pool; registered after the
+    // pool's hook, so its onClose runs first (hooks run in reverse) and it stops before the
+    // pool ends.
+    const retention = new Retention(pool, app.log.child({ component: 'retention' }), { retainSentDays: config.mail.retainSentDays });
+    retention.start();
+    app.addHook('onClose', () => retention.stop());
   },
   { name: 'database' },
 );
