@@ -6,7 +6,7 @@
 import type pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { useEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded-postgres.js';
-import { listOutbox, outboxStats, purgeOutbox, requeueDead, REASON_LENGTH, type OutboxRow, type OutboxStats } from '../src/db/outbox-admin.js';
+import { listOutbox, outboxStats, purgeOutbox, requeueDead, type OutboxRow, type OutboxStats } from '../src/db/outbox-admin.js';
 import { createPool } from '../src/db/pool.js';
 import { createLogger } from '../src/logger.js';
 import { parseOutboxArgs, USAGE, UsageError, type Command } from './outbox-args.js';
@@ -94,11 +94,11 @@ function formatList(status: string, rows: readonly OutboxRow[]): string {
   if (rows.length === 0) return `no ${status} emails\n`;
   const table = [['id', 'email', 'attempts', 'updated', 'last_error']];
   for (const row of rows) {
-    const error = row.lastError ?? '';
-    table.push([String(row.id), row.email ?? '(user deleted)', String(row.attempts), row.updatedAt.toISOString(), error.length > REASON_LENGTH ? `${error.slice(0, REASON_LENGTH)}…` : error]);
+    // last_error in full: it is the last column, and the end of a reply is often the useful part.
+    table.push([String(row.id), row.email ?? '(user deleted)', String(row.attempts), row.updatedAt.toISOString(), row.lastError ?? '']);
   }
   const widths = table[0]!.map((_, column) => Math.max(...table.map((cells) => cells[column]!.length)));
-  return `${table.map((cells) => cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n')}\n`;
+  return `${table.map((cells) => cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ').trimEnd()).join('\n')}\n`;
 }
 
 function formatAge(seconds: number): string {

@@ -11,7 +11,7 @@ export const PURGEABLE_STATUSES = ['dead', 'sent'] as const;
 export type PurgeableStatus = (typeof PURGEABLE_STATUSES)[number];
 
 /** Reasons are grouped on their first characters: enough to tell them apart, short enough to read. */
-export const REASON_LENGTH = 120;
+const REASON_LENGTH = 160;
 const REASON_GROUPS = 20;
 const PURGE_BATCH = 1000;
 
