@@ -29,6 +29,7 @@ const variables = {
   DATABASE_QUERY_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_SEND_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_WORKER_NICE: { schema: { type: 'integer', minimum: 0, maximum: 19, default: 10 }, accepts: 'an integer from 0 to 19 (the mail threads\' nice value on Linux)' },
+  MAIL_RETAIN_SENT_DAYS: { schema: { type: 'integer', minimum: 1, maximum: 36500, default: 30 }, accepts: 'an integer of days from 1 to 36500' },
   SWEEP_INTERVAL_MS: { schema: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 }, accepts: 'an integer of milliseconds from 10 to 600000' },
   SHUTDOWN_TIMEOUT_MS: { schema: { type: 'integer', minimum: 0, maximum: 3600000, default: 25000 }, accepts: 'an integer of milliseconds from 0 to 3600000' },
   LOG_LEVEL: { schema: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' }, accepts: 'one of fatal, error, warn, info, debug, trace, silent' },
@@ -87,6 +88,8 @@ export interface Config {
     /** Nice value of the mail worker threads (Linux): mail yields the CPU to the API thread. */
     readonly workerNice: number;
     readonly sweepIntervalMs: number;
+    /** `sent` outbox rows older than this many days are deleted (with expired tokens). */
+    readonly retainSentDays: number;
     readonly dkim: DkimConfig | undefined;
     /** The right-hand side of every Message-ID. */
     readonly messageIdDomain: string;
@@ -229,6 +232,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       sendTimeoutMs: get('MAIL_SEND_TIMEOUT_MS'),
       workerNice: get('MAIL_WORKER_NICE'),
       sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
+      retainSentDays: get('MAIL_RETAIN_SENT_DAYS'),
       dkim,
       messageIdDomain: dkim?.domainName ?? fromDomain,
     },

@@ -18,7 +18,7 @@ export class Metrics {
   });
   readonly providerFaults = new Counter({
     name: 'mailoffload_provider_faults_total',
-    help: 'Failed send attempts counted by the circuit breaker, by SMTP phase (or error code when no phase is known)',
+    help: 'Failed send attempts counted by the circuit breaker (provider faults and refusals), by SMTP phase',
     labelNames: ['phase'] as const,
     registers: [this.registry],
   });

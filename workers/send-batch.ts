@@ -7,7 +7,7 @@ import nodemailer from 'nodemailer';
 import pLimit from 'p-limit';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import { isValidEmail } from '../src/validation.js';
-import { classifySendError } from './classify-error.js';
+import { classifySendError, invalidRecipient } from './classify-error.js';
 import { welcomeMessageId } from '../src/mail/message-id.js';
 import { renderWelcome } from './render-welcome.js';
 
@@ -47,7 +47,7 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     // The API validated the address, but a row can reach us by other paths (the sweeper, a
     // hand-edited outbox): check again, and fail for good, since it will never become valid.
     if (!isValidEmail(job.email)) {
-      return { outboxId: job.outboxId, status: 'failed', code: 'EINVALIDRECIPIENT', responseCode: null, kind: 'permanent', command: null, message: 'invalid recipient address' };
+      return { outboxId: job.outboxId, status: 'failed', ...invalidRecipient() };
     }
     const { subject, text, html } = renderWelcome(job);
     const messageId = welcomeMessageId(job.outboxId, settings.messageIdDomain);

@@ -6,7 +6,7 @@
 // stops PostgreSQL as the very last step of its shutdown.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync, chownSync, writeFileSync, unlinkSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, chownSync, writeFileSync, unlinkSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
@@ -59,6 +59,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Log, options: 
     const child = await launch(binaries, pgDir, port, logFile, runAs);
     const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`;
     await waitUntilReady(child, url, logFile);
+    writeConnectionFile(dataDir, { pid: child.pid!, url });
     log.info({ dataDir: pgDir, port }, 'embedded PostgreSQL started');
 
     let stopping: Promise<void> | undefined;
@@ -66,6 +67,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: Log, options: 
       url,
       stop: () => {
         stopping ??= stopChild(child).then(() => {
+          removeConnectionFile(dataDir);
           releaseLock();
           log.info('embedded PostgreSQL stopped');
         });
@@ -258,4 +260,67 @@ function stopChild(child: ChildProcess): Promise<void> {
     // SIGINT is PostgreSQL's "fast shutdown": roll back open transactions, checkpoint, exit.
     child.kill('SIGINT');
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// Tools beside the service (npm run outbox) use the same DATA_DIR. While a service runs, its
+// PostgreSQL holds the data directory, so they connect to it: the service records where, in a
+// file only its user can read (the URL carries the password, which is in pg-password anyway).
+
+const CONNECTION_FILE = 'pg-connection.json';
+const ATTACH_WAIT_MS = 30_000;
+
+interface ConnectionRecord {
+  readonly pid: number;
+  readonly url: string;
+}
+
+function writeConnectionFile(dataDir: string, record: ConnectionRecord): void {
+  const file = path.join(dataDir, CONNECTION_FILE);
+  // Rewritten on each start: a stale file from a killed service must not keep its old mode.
+  rmSync(file, { force: true });
+  writeFileSync(file, `${JSON.stringify(record)}\n`, { mode: 0o600, flag: 'wx' });
+}
+
+function removeConnectionFile(dataDir: string): void {
+  rmSync(path.join(dataDir, CONNECTION_FILE), { force: true });
+}
+
+function readConnectionFile(dataDir: string): ConnectionRecord | undefined {
+  try {
+    const record = JSON.parse(readFileSync(path.join(dataDir, CONNECTION_FILE), 'utf8')) as Partial<ConnectionRecord>;
+    return typeof record.pid === 'number' && typeof record.url === 'string' ? { pid: record.pid, url: record.url } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function instanceHolder(dataDir: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(path.join(dataDir, 'instance.pid'), 'utf8'), 10);
+    return Number.isInteger(pid) && pid !== process.pid && isAlive(pid) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The embedded PostgreSQL of DATA_DIR for a short-lived tool: the running service's server when
+ * one holds DATA_DIR (stop() then leaves it alone), otherwise the server started for the tool
+ * and stopped by stop(), which holds DATA_DIR meanwhile as a service would. A DATA_DIR without
+ * a database is an error: a tool has nothing to read there and should not create one.
+ */
+export async function useEmbeddedPostgres(dataDir: string, log: Log): Promise<EmbeddedPostgres> {
+  const deadline = Date.now() + ATTACH_WAIT_MS;
+  for (let holder = instanceHolder(dataDir); holder !== undefined; holder = instanceHolder(dataDir)) {
+    const record = readConnectionFile(dataDir);
+    if (record && isAlive(record.pid)) return { url: record.url, stop: async () => undefined };
+    // The service is still starting its PostgreSQL (initdb can take a while): wait for it.
+    if (Date.now() > deadline) throw new Error(`DATA_DIR ${dataDir} is held by mailoffload pid ${holder}, whose PostgreSQL is not running`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  if (!existsSync(path.join(dataDir, 'pg', 'PG_VERSION'))) {
+    throw new Error(`no embedded PostgreSQL under ${path.join(dataDir, 'pg')}: the service has not run with this DATA_DIR (set DATA_DIR or DATABASE_URL)`);
+  }
+  return startEmbeddedPostgres(dataDir, log);
 }

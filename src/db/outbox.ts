@@ -76,7 +76,7 @@ export interface Delivery extends HeldRow {
 export async function markSent(db: Queryable, owner: string, deliveries: readonly Delivery[]): Promise<Set<number>> {
   const { rows } = await db.query<{ id: number }>(
     `UPDATE email_outbox o
-        SET status = 'sent', sent_at = now(), attempts = o.attempts + 1, last_error = NULL,
+        SET status = 'sent', sent_at = now(), updated_at = now(), attempts = o.attempts + 1, last_error = NULL,
             lease_owner = NULL, lease_expires_at = NULL, message_id = d.message_id
        FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS d(id, generation, message_id)
       WHERE o.id = d.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = d.generation
@@ -109,7 +109,7 @@ export interface FailureOutcome {
 
 /**
  * Records a failed SMTP attempt: a retry, or `dead` when the failure is permanent or the email
- * is older than the give-up age (or past the optional attempt cap). Backoff is computed in
+ * has been retried for the give-up age (or past the optional attempt cap). Backoff is computed in
  * SQL: base * 2^(attempts before this one), capped, with jitter in [50 %, 100 %] so rows that
  * failed together do not retry together. Stale rows (taken over) are not written.
  */
@@ -117,9 +117,9 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
   const { rows } = await db.query<FailureOutcome>(
     `UPDATE email_outbox o
         SET status = CASE WHEN f.permanent
-                            OR o.created_at + $8 * interval '1 millisecond' <= now()
+                            OR o.retry_window_start + $8 * interval '1 millisecond' <= now()
                             OR ($9 > 0 AND o.attempts + 1 >= $9) THEN 'dead' ELSE 'pending' END,
-            attempts = o.attempts + 1,
+            attempts = o.attempts + 1, updated_at = now(),
             next_attempt_at = now() + least($7::float8, $6::float8 * power(2, least(o.attempts, 30)))
                                      * (0.5 + random() / 2) * interval '1 millisecond',
             last_error = f.error, lease_owner = NULL, lease_expires_at = NULL
@@ -151,7 +151,8 @@ export async function release(db: Queryable, owner: string, held: readonly HeldR
   if (held.length === 0) return 0;
   const { rowCount } = await db.query(
     `UPDATE email_outbox o
-        SET status = 'pending', next_attempt_at = now() + $4 * interval '1 millisecond', lease_owner = NULL, lease_expires_at = NULL
+        SET status = 'pending', next_attempt_at = now() + $4 * interval '1 millisecond', updated_at = now(),
+            lease_owner = NULL, lease_expires_at = NULL
        FROM unnest($2::bigint[], $3::bigint[]) AS h(id, generation)
       WHERE o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
     [owner, held.map((h) => h.outboxId), held.map((h) => h.generation), dueInMs],
@@ -166,7 +167,7 @@ export async function release(db: Queryable, owner: string, held: readonly HeldR
 export async function reviveDead(db: Queryable, outboxIds: readonly number[]): Promise<number> {
   if (outboxIds.length === 0) return 0;
   const { rowCount } = await db.query(
-    `UPDATE email_outbox SET status = 'pending', next_attempt_at = now()
+    `UPDATE email_outbox SET status = 'pending', next_attempt_at = now(), updated_at = now(), retry_window_start = now()
       WHERE id = ANY($1::bigint[]) AND status = 'dead'`,
     [outboxIds],
   );

@@ -48,15 +48,23 @@ export interface ReleasedResult {
 }
 
 /**
- * What a failure says about whom: `permanent` is about this email (a 5xx to RCPT TO or to its
- * DATA), `provider` about the provider or our account and setup (retried, and counted by the
- * circuit breaker), `throttled` a request to slow down (retried).
+ * What a failure is about:
+ * - `permanent`: this email (a 5xx to RCPT TO or to its DATA, an invalid recipient); trying
+ *   it again gets the same answer.
+ * - `throttled`: the provider asks us to slow down (a 4xx that says rate or throttling).
+ * - `provider`: the provider, the network or our own setup (connection, greeting, EHLO, TLS,
+ *   AUTH, MAIL FROM, any other 4xx, anything unknown); every email would fail the same way
+ *   until it is fixed, so it is retried, counted by the circuit breaker, and never held
+ *   against this email.
  */
 export type FailureKind = 'permanent' | 'provider' | 'throttled';
 
+/** The SMTP step that failed: a small fixed set, fit for a metric label. */
+export type SmtpPhase = 'connection' | 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail-from' | 'rcpt-to' | 'data' | 'message' | 'unknown';
+
 /**
  * Errors thrown in a worker lose `code` and `responseCode` on the way back, so a failure is a
- * value: nodemailer's error code, the SMTP reply code and whether trying again can help.
+ * value: nodemailer's error code, the SMTP reply code and command, and what the failure is about.
  */
 export interface FailedResult {
   readonly outboxId: number;
@@ -64,8 +72,9 @@ export interface FailedResult {
   readonly code: string;
   readonly responseCode: number | null;
   readonly kind: FailureKind;
-  /** The SMTP phase that failed (nodemailer's `command`: CONN, AUTH PLAIN, MAIL FROM, RCPT TO, DATA…), if known. */
+  /** nodemailer's `command` as it reported it (`AUTH PLAIN`, `RCPT TO`, `CONN`…), or null. */
   readonly command: string | null;
+  readonly phase: SmtpPhase;
   readonly message: string;
 }
 

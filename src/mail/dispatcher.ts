@@ -212,7 +212,7 @@ export class Dispatcher {
       // left, so each is retried (at-least-once; the Message-ID makes a resend recognisable).
       const message = error instanceof Error ? error.message : String(error);
       this.#o.log.warn({ err: error, count: batch.length }, 'mail worker task failed; its emails will be retried');
-      results = batch.map((held): FailedResult => ({ outboxId: held.outboxId, status: 'failed', code: 'EWORKER', responseCode: null, kind: 'provider', command: null, message }));
+      results = batch.map((held): FailedResult => ({ outboxId: held.outboxId, status: 'failed', code: 'EWORKER', responseCode: null, kind: 'provider', command: null, phase: 'unknown', message }));
     }
     this.#inPool -= batch.length;
     this.#schedulePump();
@@ -252,7 +252,7 @@ export class Dispatcher {
   /** A failure's fate: dead at once only if it is about this email and the provider is otherwise healthy. */
   #judge(held: HeldJob, result: FailedResult): { held: HeldJob; result: FailedResult; permanent: boolean } {
     const permanent = result.kind === 'permanent' && !this.#breaker.open;
-    if (result.kind === 'provider' || result.kind === 'permanent') this.#o.metrics.providerFaults.inc({ phase: result.command ?? result.code });
+    if (result.kind === 'provider' || result.kind === 'permanent') this.#o.metrics.providerFaults.inc({ phase: result.phase });
     const event = this.#breaker.failure(result.kind, permanent ? held.outboxId : undefined);
     if (event?.type === 'opened') this.#pause(event.failures, event.revive, result);
     return { held, result, permanent };

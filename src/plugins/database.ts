@@ -11,6 +11,7 @@ import { settleBy } from '../deadline.js';
 
 /** How long past the shutdown deadline closing the pool may take. */
 const CLOSE_GRACE_MS = 1000;
+import { Retention } from '../mail/retention.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -47,6 +48,12 @@ export default fp<{ config: Config }>(
       if ((await settleBy(pool.end(), deadlineAt)).timedOut) log.warn('database pool did not close by the shutdown deadline');
     });
     app.decorate('db', pool);
+    // Retention of old sent emails and expired tokens uses this pool; registered after the
+    // pool's hook, so its onClose runs first (hooks run in reverse) and it stops before the
+    // pool ends.
+    const retention = new Retention(pool, app.log.child({ component: 'retention' }), { retainSentDays: config.mail.retainSentDays });
+    retention.start();
+    app.addHook('onClose', () => retention.stop());
   },
   { name: 'database', dependencies: ['lifecycle'] },
 );
