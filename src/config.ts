@@ -24,6 +24,7 @@ const variables = {
   MAIL_RETRY_BASE_MS: { schema: { type: 'integer', minimum: 1, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 1 to 3600000' },
   MAIL_RETRY_MAX_MS: { schema: { type: 'integer', minimum: 1, maximum: 86400000, default: 900000 }, accepts: 'an integer of milliseconds from 1 to 86400000' },
   MAIL_LEASE_MS: { schema: { type: 'integer', minimum: 300, maximum: 3600000, default: 30000 }, accepts: 'an integer of milliseconds from 300 to 3600000' },
+  MAIL_RATE_PER_SECOND: { schema: { type: 'number', minimum: 0, maximum: 100000, default: 0 }, accepts: 'a number of messages per second from 0 (unlimited) to 100000' },
   MAIL_BREAKER_THRESHOLD: { schema: { type: 'integer', minimum: 1, maximum: 10000, default: 10 }, accepts: 'an integer from 1 to 10000 (consecutive provider faults that pause sending)' },
   MAIL_BREAKER_PROBE_MS: { schema: { type: 'integer', minimum: 10, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 10 to 3600000' },
   DATABASE_QUERY_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
@@ -81,6 +82,8 @@ export interface Config {
     /** Consecutive provider faults that pause sending, and the first probe interval. */
     readonly breakerThreshold: number;
     readonly breakerProbeMs: number;
+    /** The provider's send-rate quota shared by all instances; 0: unlimited. */
+    readonly ratePerSecond: number;
     readonly retryBaseMs: number;
     readonly retryMaxMs: number;
     readonly leaseMs: number;
@@ -226,6 +229,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       giveUpAfterMs: get('MAIL_GIVE_UP_AFTER_MS'),
       breakerThreshold: get('MAIL_BREAKER_THRESHOLD'),
       breakerProbeMs: get('MAIL_BREAKER_PROBE_MS'),
+      ratePerSecond: get('MAIL_RATE_PER_SECOND'),
       retryBaseMs: get('MAIL_RETRY_BASE_MS'),
       retryMaxMs: get('MAIL_RETRY_MAX_MS'),
       leaseMs: get('MAIL_LEASE_MS'),

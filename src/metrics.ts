@@ -27,6 +27,26 @@ export class Metrics {
     help: '1 while the circuit breaker has paused sending, else 0',
     registers: [this.registry],
   });
+  readonly sendRateConfigured = new Gauge({
+    name: 'mailoffload_send_rate_configured',
+    help: 'MAIL_RATE_PER_SECOND: the provider quota shared by all instances (0: unlimited)',
+    registers: [this.registry],
+  });
+  readonly sendRateEffective = new Gauge({
+    name: 'mailoffload_send_rate_effective',
+    help: 'Send rate all instances keep to now, lowered by throttling replies (0: unlimited)',
+    registers: [this.registry],
+  });
+  readonly throttledReplies = new Counter({
+    name: 'mailoffload_throttled_replies_total',
+    help: 'SMTP replies asking to slow down (throttling)',
+    registers: [this.registry],
+  });
+  readonly permitWaitSeconds = new Counter({
+    name: 'mailoffload_send_permit_wait_seconds_total',
+    help: 'Time the dispatcher spent waiting for send permits with emails ready to go',
+    registers: [this.registry],
+  });
   readonly staleResults = new Counter({
     name: 'mailoffload_stale_results_total',
     help: 'Result writes and releases not applied because another lease had taken the row over',

@@ -74,6 +74,8 @@ export async function createTestDatabase(): Promise<TestDatabase> {
 
 export interface ReceivedMail {
   readonly envelopeTo: string[];
+  /** Date.now() when the server accepted it. */
+  readonly receivedAt: number;
   readonly raw: string;
   readonly parsed: ParsedMail;
 }
@@ -83,9 +85,9 @@ export interface SmtpBehaviour {
   latencyMs?: number;
   /**
    * Decide the reply for a message: undefined accepts it; a number answers that SMTP code
-   * (4xx temporary, 5xx permanent).
+   * (4xx temporary, 5xx permanent), optionally with the reply's text.
    */
-  reply?: (session: SMTPServerSession, rcpt: string[]) => number | undefined;
+  reply?: (session: SMTPServerSession, rcpt: string[]) => number | { code: number; text: string } | undefined;
 }
 
 export interface SmtpSink {
@@ -118,16 +120,19 @@ export async function startSmtpSink(behaviour: SmtpBehaviour = {}, port = 0): Pr
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {
+        const endedAt = Date.now();
         const rcpt = session.envelope.rcptTo.map((r) => r.address);
         const finish = async () => {
-          const code = sink.behaviour.reply?.(session, rcpt);
-          if (code !== undefined) {
-            const error = Object.assign(new Error(code >= 500 ? 'mailbox unavailable' : 'try again later'), { responseCode: code });
-            callback(error);
+          const decision = sink.behaviour.reply?.(session, rcpt);
+          if (decision !== undefined) {
+            const { code, text } = typeof decision === 'number' ? { code: decision, text: decision >= 500 ? 'mailbox unavailable' : 'try again later' } : decision;
+            callback(Object.assign(new Error(text), { responseCode: code }));
             return;
           }
           const raw = Buffer.concat(chunks).toString('utf8');
-          received.push({ envelopeTo: rcpt, raw, parsed: await simpleParser(raw) });
+          // When the message ended (plus any injected latency), not when parsing finished.
+          const receivedAt = endedAt + (sink.behaviour.latencyMs ?? 0);
+          received.push({ envelopeTo: rcpt, raw, parsed: await simpleParser(raw), receivedAt });
           callback();
         };
         const latency = sink.behaviour.latencyMs ?? 0;

@@ -90,6 +90,8 @@ export interface Failure extends HeldRow {
   readonly error: string;
   /** Permanent for this email (a 5xx to RCPT TO or DATA): dead at once. */
   readonly permanent: boolean;
+  /** The provider asked us to slow down: retried in a second or two, never dead for it. */
+  readonly throttled: boolean;
 }
 
 export interface RetryPolicy {
@@ -116,14 +118,16 @@ export interface FailureOutcome {
 export async function markFailed(db: Queryable, owner: string, failures: readonly Failure[], policy: RetryPolicy): Promise<FailureOutcome[]> {
   const { rows } = await db.query<FailureOutcome>(
     `UPDATE email_outbox o
-        SET status = CASE WHEN f.permanent
+        SET status = CASE WHEN f.throttled THEN 'pending'
+                          WHEN f.permanent
                             OR o.retry_window_start + $8 * interval '1 millisecond' <= now()
                             OR ($9 > 0 AND o.attempts + 1 >= $9) THEN 'dead' ELSE 'pending' END,
             attempts = o.attempts + 1, updated_at = now(),
-            next_attempt_at = now() + least($7::float8, $6::float8 * power(2, least(o.attempts, 30)))
-                                     * (0.5 + random() / 2) * interval '1 millisecond',
+            next_attempt_at = now() + CASE WHEN f.throttled THEN 1000 + random() * 1000
+                                           ELSE least($7::float8, $6::float8 * power(2, least(o.attempts, 30))) * (0.5 + random() / 2)
+                                      END * interval '1 millisecond',
             last_error = f.error, lease_owner = NULL, lease_expires_at = NULL
-       FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[]) AS f(id, generation, error, permanent)
+       FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $10::boolean[]) AS f(id, generation, error, permanent, throttled)
       WHERE o.id = f.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = f.generation
       RETURNING o.id AS "outboxId", o.status, o.attempts`,
     [
@@ -136,6 +140,7 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
       policy.retryMaxMs,
       policy.giveUpAfterMs,
       policy.maxAttempts,
+      failures.map((f) => f.throttled),
     ],
   );
   return rows;

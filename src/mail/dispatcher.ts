@@ -18,6 +18,7 @@ import { WriteCoalescer } from './coalescer.js';
 import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
 import type { Lease } from './leases.js';
 import { welcomeMessageId } from './message-id.js';
+import type { SendQuota } from './send-quota.js';
 
 export interface DispatcherOptions {
   readonly pool: Piscina<MailTask, MailResult[]>;
@@ -26,6 +27,7 @@ export interface DispatcherOptions {
   readonly log: Log;
   readonly metrics: Metrics;
   readonly lease: Lease;
+  readonly quota: SendQuota;
   /** Shared with the workers: set to 1 when shutdown begins (see WorkerSettings.handBack). */
   readonly handBack: Int32Array;
   readonly maxInFlight: number;
@@ -85,9 +87,14 @@ export class Dispatcher {
     return this.#reserved + this.#held.size;
   }
 
-  /** The most emails held at once (MAIL_MAX_IN_FLIGHT). */
+  /**
+   * The most emails held at once: MAIL_MAX_IN_FLIGHT, or under a send-rate quota no more than
+   * can go out within one lease (the rest wait in the outbox, not in memory).
+   */
   get capacity(): number {
-    return this.#o.maxInFlight;
+    const rate = this.#o.quota.effectiveRate;
+    if (rate === null) return this.#o.maxInFlight;
+    return Math.min(this.#o.maxInFlight, Math.max(this.#o.poolWindow, Math.ceil((rate * this.#o.lease.ms) / 1000)));
   }
 
   /** Sending is paused by the circuit breaker. */
@@ -102,7 +109,7 @@ export class Dispatcher {
   get room(): number {
     if (this.#draining) return 0;
     if (this.#breaker.open) return this.#breaker.probeDue && this.inFlight === 0 ? 1 : 0;
-    return Math.max(0, this.#o.maxInFlight - this.inFlight);
+    return Math.max(0, this.capacity - this.inFlight);
   }
 
   /**
@@ -112,8 +119,9 @@ export class Dispatcher {
    */
   tryReserve(): boolean {
     if (this.#draining || this.#breaker.open) return false;
-    const share = this.#sweeperWaiting ? Math.floor(this.#o.maxInFlight / 4) : 0;
-    if (this.inFlight + 1 > this.#o.maxInFlight - share) return false;
+    const capacity = this.capacity;
+    const share = this.#sweeperWaiting ? Math.floor(capacity / 4) : 0;
+    if (this.inFlight + 1 > capacity - share) return false;
     this.#reserved++;
     return true;
   }
@@ -176,10 +184,15 @@ export class Dispatcher {
 
   /** Hands queued jobs to the pool while its window has room. */
   #pump(): void {
-    while (!this.#draining && this.#queue.length > 0 && this.#inPool < this.#o.poolWindow) {
+    const window = this.#poolWindow();
+    while (!this.#draining && this.#queue.length > 0 && this.#inPool < window) {
+      const want = Math.min(this.#o.batchSize, window - this.#inPool, this.#queue.length);
+      // Under a send-rate quota, only as many as there are permits; the rest wait for more.
+      const permitted = this.#o.quota.take(want, () => this.#schedulePump());
+      if (permitted === 0) return;
       const now = Date.now();
       const batch: HeldJob[] = [];
-      while (batch.length < Math.min(this.#o.batchSize, this.#o.poolWindow - this.#inPool) && this.#queue.length > 0) {
+      while (batch.length < permitted && this.#queue.length > 0) {
         const held = this.#queue.shift()!;
         // Its lease could not be renewed (the database was away longer than the lease): another
         // instance may already be sending it, so it must not reach SMTP from here.
@@ -191,6 +204,16 @@ export class Dispatcher {
       this.#inPool += batch.length;
       this.#track(this.#send(batch), batch);
     }
+  }
+
+  /**
+   * Emails in the pool at once. Under a send-rate quota, about a twentieth of a second's worth:
+   * a permit is spent when its email enters the pool, so a worker that falls behind (a busy
+   * core) must not gather many permitted emails and then send them in one burst.
+   */
+  #poolWindow(): number {
+    const rate = this.#o.quota.effectiveRate;
+    return rate === null ? this.#o.poolWindow : Math.min(this.#o.poolWindow, Math.max(2, Math.ceil(rate * 0.05)));
   }
 
   #track(work: Promise<void>, jobs: readonly HeldJob[]): void {
@@ -252,6 +275,7 @@ export class Dispatcher {
   /** A failure's fate: dead at once only if it is about this email and the provider is otherwise healthy. */
   #judge(held: HeldJob, result: FailedResult): { held: HeldJob; result: FailedResult; permanent: boolean } {
     const permanent = result.kind === 'permanent' && !this.#breaker.open;
+    if (result.kind === 'throttled') this.#o.quota.throttled();
     if (result.kind === 'provider' || result.kind === 'permanent') this.#o.metrics.providerFaults.inc({ phase: result.phase });
     const event = this.#breaker.failure(result.kind, permanent ? held.outboxId : undefined);
     if (event?.type === 'opened') this.#pause(event.failures, event.revive, result);
@@ -272,7 +296,7 @@ export class Dispatcher {
 
   #writeFailures(failed: readonly { held: HeldJob; result: FailedResult; permanent: boolean }[]): Promise<void> {
     const write = this.#failureWrites.then(async () => {
-      const failures = failed.map(({ held, result, permanent }) => ({ ...heldRow(held), permanent, error: describeFailure(result) }));
+      const failures = failed.map(({ held, result, permanent }) => ({ ...heldRow(held), permanent, throttled: result.kind === 'throttled', error: describeFailure(result) }));
       const outcomes = await this.#withRetry(() => markFailed(this.#o.db, this.#o.lease.owner, failures, this.#o.retry));
       this.#countStale(failed.length - outcomes.length, 'failure');
       const results = new Map(failed.map(({ result }) => [result.outboxId, result]));

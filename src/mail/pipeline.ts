@@ -15,6 +15,7 @@ import { TaskGroup } from '../task-group.js';
 import type { MailResult, MailTask, WorkerSettings } from './contract.js';
 import { Dispatcher } from './dispatcher.js';
 import { newLeaseOwner, type Lease } from './leases.js';
+import { SendQuota } from './send-quota.js';
 import { Sweeper } from './sweeper.js';
 
 export interface MailPipelineOptions {
@@ -45,6 +46,7 @@ export class MailPipeline {
   readonly #group: TaskGroup;
   readonly #dispatcher: Dispatcher;
   readonly #sweeper: Sweeper;
+  readonly #quota: SendQuota;
 
   constructor({ config, smtpUrl, db, log, metrics }: MailPipelineOptions) {
     this.#config = config;
@@ -55,6 +57,7 @@ export class MailPipeline {
     this.#pool = createWorkerPool(config, smtpUrl, handBack, log);
     this.#group = new TaskGroup((err, context) => log.error({ err, ...context }, 'background task failed'));
     const { mail } = config;
+    this.#quota = new SendQuota({ db, log, metrics, ratePerSecond: mail.ratePerSecond });
     this.#dispatcher = new Dispatcher({
       pool: this.#pool,
       db,
@@ -62,6 +65,7 @@ export class MailPipeline {
       log,
       metrics,
       lease: this.#lease,
+      quota: this.#quota,
       handBack: new Int32Array(handBack),
       maxInFlight: mail.maxInFlight,
       // Two messages per SMTP connection: one being sent, one ready for the moment it is done.
@@ -108,8 +112,12 @@ export class MailPipeline {
     return record;
   }
 
-  /** At boot: the sweeper picks up what a previous instance released or left behind; the lease heartbeat starts. */
-  start(): void {
+  /**
+   * At boot: the send quota takes the configured rate, the lease heartbeat starts, and the
+   * sweeper picks up what a previous instance released or left behind.
+   */
+  async start(): Promise<void> {
+    await this.#quota.start();
     this.#dispatcher.start();
     this.#sweeper.start();
   }
@@ -150,6 +158,7 @@ export class MailPipeline {
       await this.#pool.destroy();
     }
     this.#dispatcher.stop();
+    this.#quota.stop();
   }
 
   #registerGauges(): void {
