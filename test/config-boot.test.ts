@@ -14,7 +14,7 @@ import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { createTestDatabase, file, postJson, projectRoot, startService, TEST_ENV, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
+import { createTestDatabase, file, postJson, projectRoot, startTestService, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
 
 // ---------------------------------------------------------------------------------------
 // loadConfig, in-process
@@ -146,9 +146,7 @@ describe('loadConfig', () => {
 // The compiled service as a child process
 
 /** A service for this file: whatever a failed test leaves running is stopped at its end. */
-function launch(env: Record<string, string | undefined>, waitReady: boolean): Promise<ServiceProcess> {
-  return startService(file, { ...TEST_ENV, ...env }, { waitReady });
-}
+const launch = (env: Record<string, string | undefined>, waitReady: boolean) => startTestService(file, env, { waitReady });
 
 /** Runs the service until it exits by itself (a boot that must fail) and returns its output. */
 async function bootFailure(env: Record<string, string | undefined>) {

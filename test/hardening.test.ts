@@ -18,9 +18,8 @@ import {
   listen,
   LogCapture,
   projectRoot,
-  startService,
+  startTestService,
   startSmtpSink,
-  TEST_ENV,
   tokenFrom,
   uniqueEmail,
   waitUntil,
@@ -151,7 +150,7 @@ test('the hardening variables are validated with one-line errors', () => {
 test('the service refuses to start with SMTP credentials over plain smtp:// to a non-loopback host', async (t) => {
   const smtpSecret = 'hunter2-child-secret';
   secrets.add(smtpSecret);
-  const service = await startService(t, { ...TEST_ENV, DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587` }, { waitReady: false });
+  const service = await startTestService(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587` }, { waitReady: false });
   const exit = await service.exited;
   const stderr = service.stderr.join('');
   childOutput.push(stderr, ...service.logs.map((line) => JSON.stringify(line)));

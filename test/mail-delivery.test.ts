@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { buildTestApp, createTestDatabase, file, startSmtpSink, TEST_MAIL_FROM, tokenFrom, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
+import { buildTestApp, createTestDatabase, file, startSmtpSink, tokenFrom, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
 
 let db: Database;
 let smtp: SmtpSink;
@@ -9,7 +9,7 @@ let app: TestApp;
 before(async () => {
   db = await createTestDatabase(file);
   smtp = await startSmtpSink(file);
-  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: TEST_MAIL_FROM }));
+  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url }));
 });
 
 test('a signup gets a welcome email whose token activates the account', async () => {

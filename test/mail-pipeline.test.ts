@@ -16,7 +16,7 @@ import {
   numberedUsers,
   startSignupLoad,
   startSmtpSink,
-  TEST_MAIL_FROM,
+ 
   unique,
   uniqueEmail,
   waitUntil,
@@ -34,7 +34,7 @@ before(async () => {
 /** Opens an app (and a sink, unless given) for one test; both are closed when the test ends, pass or fail. */
 async function withApp(t: TestContext, env: Record<string, string>, sink?: SmtpSink): Promise<{ app: TestApp; smtp: SmtpSink }> {
   const smtp = sink ?? (await startSmtpSink(t));
-  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: TEST_MAIL_FROM, ...env });
+  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: smtp.url, ...env });
   return { app, smtp };
 }
 
@@ -134,7 +134,7 @@ test('an SMTP server that is down for the first seconds gets the email once it i
       probe.close(() => resolve(free));
     });
   });
-  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}`, MAIL_FROM: TEST_MAIL_FROM });
+  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}` });
 
   const email = uniqueEmail('patient');
   await signup(app, email);

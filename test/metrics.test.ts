@@ -2,7 +2,7 @@
 // a delivered signup, a permanent failure (dead) and a temporary one (retried).
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
-import { buildTestApp, createTestDatabase, file, Scrape, startSmtpSink, TEST_MAIL_FROM, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
+import { buildTestApp, createTestDatabase, file, Scrape, startSmtpSink, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
 
 let db: Database;
 let smtp: SmtpSink;
@@ -14,7 +14,7 @@ before(async () => {
   smtp = await startSmtpSink(file, {
     reply: (_session, rcpt) => (rcpt.some((r) => r.startsWith('perm')) ? 550 : rcpt.some((r) => r.startsWith('temp')) ? 451 : undefined),
   });
-  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: TEST_MAIL_FROM, MAIL_MAX_ATTEMPTS: '3' }));
+  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_MAX_ATTEMPTS: '3' }));
 });
 
 async function metrics(): Promise<Scrape> {

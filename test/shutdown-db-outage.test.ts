@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { closeAtEnd, describeOutcomes, startService, startSignupLoad, startSmtpSink, TEST_ENV, tempDir, waitUntil } from './support/index.js';
+import { closeAtEnd, describeOutcomes, startSignupLoad, startSmtpSink, startTestService, tempDir, waitUntil } from './support/index.js';
 
 const log = createLogger('warn');
 
@@ -24,7 +24,7 @@ test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash,
   // The default 60 s lease: a result that could not be recorded during the outage must be
   // recorded by the dispatcher's own retries when the database is back, not by a resend after
   // the lease expires (that would be a duplicate, and a wait far longer than this test allows).
-  const svc = await startService(t, { ...TEST_ENV, DATABASE_URL: url, SMTP_URL: smtp.url });
+  const svc = await startTestService(t, { DATABASE_URL: url, SMTP_URL: smtp.url });
   const prefix = `outage-${Date.now().toString(36)}`;
   const load = startSignupLoad(t, { targets: [svc.url], concurrency: 10, maxDurationMs: 40_000, requestTimeoutMs: 10_000, prefix });
 

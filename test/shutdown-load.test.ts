@@ -8,11 +8,9 @@ import {
   createTestDatabase,
   describeOutcomes,
   file,
-  startService,
+  startTestService,
   startSignupLoad,
   startSmtpSink,
-  TEST_ENV,
-  TEST_MAIL_FROM,
   waitUntil,
   type Database,
   type ServiceProcess,
@@ -26,14 +24,8 @@ before(async () => {
   db = await createTestDatabase(file);
 });
 
-/** An SMTP sink for one test; a failed assertion never leaves it (or a service, or a load) running. */
-function sink(t: TestContext, latencyMs: number): Promise<SmtpSink> {
-  return startSmtpSink(t, { latencyMs });
-}
-
-function service(t: TestContext, env: Record<string, string>): Promise<ServiceProcess> {
-  return startService(t, { ...TEST_ENV, DATABASE_URL: db.url, MAIL_FROM: TEST_MAIL_FROM, ...env });
-}
+/** The service on this file's database, stopped when the test ends (a failed assertion never leaves it running). */
+const service = (t: TestContext, env: Record<string, string>) => startTestService(t, { DATABASE_URL: db.url, ...env });
 
 async function stop(svc: ServiceProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   svc.kill(signal);
@@ -69,7 +61,7 @@ function assertExactlyOncePerAccepted(smtp: SmtpSink, accepted: readonly SignupO
 const isConnectionFailure = (outcome: SignupOutcome) => outcome.failure !== undefined && outcome.failure !== 'timeout';
 
 test('SIGKILL with 100 emails in flight: a second instance delivers every one after the lease expires', async (t) => {
-  const slow = await sink(t, 10_000);
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
   // Short enough to keep the test short, long enough that the first instance cannot re-claim
   // its own rows before the kill.
   const env = { MAIL_LEASE_MS: '5000' };
@@ -90,7 +82,7 @@ test('SIGKILL with 100 emails in flight: a second instance delivers every one af
   assert.equal((await first.exited).signal, 'SIGKILL');
   assert.deepEqual(await outboxStatus(prefix), { sending: 100 }, 'nothing was released: the process had no chance');
 
-  const fast = await sink(t, 0);
+  const fast = await startSmtpSink(t);
   const second = await service(t, { ...env, SMTP_URL: fast.url });
   await waitUntil(() => emails.every((email) => fast.to(email).length > 0), 20_000, () => `all 100 at the second sink (got ${fast.received.length})`);
   const deliveredMs = Date.now() - killedAt;
@@ -101,7 +93,7 @@ test('SIGKILL with 100 emails in flight: a second instance delivers every one af
 });
 
 test('SIGTERM under load: every 202 gets exactly one email, nothing else does, and no request hangs', async (t) => {
-  const smtp = await sink(t, 50);
+  const smtp = await startSmtpSink(t, { latencyMs: 50 });
   const prefix = `sigterm-load-${Date.now().toString(36)}`;
   const svc = await service(t, { SMTP_URL: smtp.url });
   const traffic = startSignupLoad(t, { targets: [svc.url], concurrency: 20, maxDurationMs: 15_000, requestTimeoutMs: 10_000, prefix });
@@ -153,7 +145,7 @@ test('SIGTERM under load: every 202 gets exactly one email, nothing else does, a
 });
 
 test('two instances on one database under load, one SIGTERMed: every accepted signup delivered once', async (t) => {
-  const smtp = await sink(t, 20);
+  const smtp = await startSmtpSink(t, { latencyMs: 20 });
   const prefix = `two-instances-${Date.now().toString(36)}`;
   // A small in-flight bound sends part of the signups through the outbox, where both sweepers compete for them.
   const env = { SMTP_URL: smtp.url, MAIL_MAX_IN_FLIGHT: '50' };

@@ -11,16 +11,14 @@ import {
   createTestDatabase,
   file,
   postJson,
-  startService,
+  startTestService,
   startSmtpSink,
-  TEST_ENV,
-  TEST_MAIL_FROM,
   tempDir,
   uniqueEmail,
   waitUntil,
   type Database,
+  type ServiceOptions,
   type ServiceProcess,
-  type SmtpSink,
 } from './support/index.js';
 
 let db: Database;
@@ -29,14 +27,8 @@ before(async () => {
   db = await createTestDatabase(file);
 });
 
-/** An SMTP sink for one test; a failed assertion never leaves it (or a service) running. */
-function sink(t: TestContext, latencyMs: number): Promise<SmtpSink> {
-  return startSmtpSink(t, { latencyMs });
-}
-
-function service(t: TestContext, env: Record<string, string | undefined>, options?: { waitReady?: boolean }): Promise<ServiceProcess> {
-  return startService(t, { ...TEST_ENV, DATABASE_URL: db.url, MAIL_FROM: TEST_MAIL_FROM, ...env }, options);
-}
+/** The service on this file's database, stopped when the test ends (a failed assertion never leaves it running). */
+const service = (t: TestContext, env: Record<string, string | undefined>, options?: ServiceOptions) => startTestService(t, { DATABASE_URL: db.url, ...env }, options);
 
 async function signup(svc: ServiceProcess, email: string): Promise<number> {
   const response = await postJson(svc.url, '/v1/users', { name: 'Shutdown Tester', email, password: 'pa55word1234' });
@@ -72,7 +64,7 @@ async function stop(svc: ServiceProcess): Promise<void> {
 }
 
 test('SIGTERM right after a 202: the email is sent before exit, log lines in order, drain takes as long as the email', async (t) => {
-  const smtp = await sink(t, 2000);
+  const smtp = await startSmtpSink(t, { latencyMs: 2000 });
   const svc = await service(t, { SMTP_URL: smtp.url });
   const email = uniqueEmail('drain');
   await signup(svc, email);
@@ -99,7 +91,7 @@ test('SIGTERM right after a 202: the email is sent before exit, log lines in ord
 });
 
 test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to the outbox and the next instance sends it', async (t) => {
-  const slow = await sink(t, 10_000);
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
   const first = await service(t, { SMTP_URL: slow.url, SHUTDOWN_TIMEOUT_MS: '1000' });
   const email = uniqueEmail('deadline');
   await signup(first, email);
@@ -120,7 +112,7 @@ test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to t
   assert.equal(row.lease_expires_at, null);
   assert.equal(slow.to(email).length, 0);
 
-  const fast = await sink(t, 0);
+  const fast = await startSmtpSink(t);
   const second = await service(t, { SMTP_URL: fast.url });
   const booted = Date.now();
   await waitUntil(() => fast.to(email).length === 1, 10_000, () => `the second instance sends ${email}`);
@@ -131,7 +123,7 @@ test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to t
 });
 
 test('a second SIGTERM during a long drain exits at once with code 1; the next instance sends what was left', async (t) => {
-  const slow = await sink(t, 10_000);
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
   const env = { MAIL_LEASE_MS: '3000' };
   const first = await service(t, { ...env, SMTP_URL: slow.url });
   const emails = [uniqueEmail('second-signal'), uniqueEmail('second-signal')];
@@ -153,7 +145,7 @@ test('a second SIGTERM during a long drain exits at once with code 1; the next i
     assert.equal(slow.to(email).length, 0);
   }
 
-  const fast = await sink(t, 0);
+  const fast = await startSmtpSink(t);
   const second = await service(t, { ...env, SMTP_URL: fast.url });
   const booted = Date.now();
   await waitUntil(() => emails.every((email) => fast.to(email).length === 1), 15_000, () => 'the second instance sends both emails');
@@ -164,7 +156,7 @@ test('a second SIGTERM during a long drain exits at once with code 1; the next i
 });
 
 test('a draining instance claims nothing new: emails deferred by a full pool stay in the outbox for the next instance', async (t) => {
-  const slow = await sink(t, 3000);
+  const slow = await startSmtpSink(t, { latencyMs: 3000 });
   // Room for 5 emails in memory: signups 6 to 10 are born pending, for a sweeper.
   const first = await service(t, { SMTP_URL: slow.url, MAIL_MAX_IN_FLIGHT: '5' });
   const emails = Array.from({ length: 10 }, () => uniqueEmail('deferred'));
@@ -183,7 +175,7 @@ test('a draining instance claims nothing new: emails deferred by a full pool sta
     'the deferred rows were never claimed, not even when the drain freed room',
   );
 
-  const fast = await sink(t, 0);
+  const fast = await startSmtpSink(t);
   const second = await service(t, { SMTP_URL: fast.url });
   await waitUntil(() => emails.slice(5).every((email) => fast.to(email).length === 1), 10_000, () => 'the next instance sends the deferred emails');
   await stop(second);
@@ -205,7 +197,7 @@ function rawConnection(port: number): Promise<{ socket: Socket; text: () => stri
 }
 
 test('connections open at the signal: idle keep-alive ones are closed (fastify#7044), a signup in flight completes, new requests get 503 and the healthcheck says draining', async (t) => {
-  const smtp = await sink(t, 0);
+  const smtp = await startSmtpSink(t);
   const svc = await service(t, { SMTP_URL: smtp.url });
   const healthcheck = 'GET /v1/healthcheck HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n';
 
@@ -259,7 +251,7 @@ test('connections open at the signal: idle keep-alive ones are closed (fastify#7
 });
 
 test('an unexpected error in a background task is logged and survived; the email is sent once the fault is gone', async (t) => {
-  const smtp = await sink(t, 0);
+  const smtp = await startSmtpSink(t);
   const svc = await service(t, { SMTP_URL: smtp.url, MAIL_LEASE_MS: '3000' });
   // A fault the code cannot expect: recording this user's email as sent fails (SQLSTATE P0001).
   await db.pool.query(`
@@ -306,7 +298,7 @@ test('a signal during boot (embedded PostgreSQL up, migrations running) stops ev
   // Open to the `postgres` user, who runs PostgreSQL when we are root.
   const dataDir = tempDir(t, 'boot-signal');
   const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
-  const smtp = await sink(t, 0);
+  const smtp = await startSmtpSink(t);
   try {
     const svc = await service(t, { DATABASE_URL: undefined, DATA_DIR: dataDir, SMTP_URL: smtp.url }, { waitReady: false });
     await svc.waitForLog('embedded PostgreSQL started', 60_000);

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { verifyPassword } from '../src/passwords.js';
-import { buildTestApp, createTestDatabase, file, startSmtpSink, TEST_MAIL_FROM, tokenFrom, unique, uniqueEmail, waitUntil, type Database, type LogCapture, type SmtpSink, type TestApp } from './support/index.js';
+import { buildTestApp, createTestDatabase, file, startSmtpSink, tokenFrom, unique, uniqueEmail, waitUntil, type Database, type LogCapture, type SmtpSink, type TestApp } from './support/index.js';
 
 let db: Database;
 let smtp: SmtpSink;
@@ -15,7 +15,7 @@ let logs: LogCapture;
 before(async () => {
   db = await createTestDatabase(file);
   smtp = await startSmtpSink(file);
-  ({ app, logs } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: TEST_MAIL_FROM }));
+  ({ app, logs } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url }));
 });
 
 const PASSWORD = 'pa55word1234';

@@ -4,14 +4,8 @@ import { Writable } from 'node:stream';
 import { buildApp } from '../../src/app.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createLogger } from '../../src/logger.js';
-import { FAST_ARGON2, NO_RATE_LIMITS } from './env.js';
+import { TEST_ENV } from './env.js';
 import { closeAtEnd, once, track, type Scope } from './scope.js';
-
-/**
- * What every test instance runs with, in-process or as a child: two mail threads, a fast
- * sweeper and retries, cheap hashes, no rate limits. A test's own env wins.
- */
-export const TEST_ENV = { MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...NO_RATE_LIMITS } as const;
 
 /** Log lines captured in memory: tests assert on them (and on what they never contain). */
 export class LogCapture extends Writable {

@@ -21,6 +21,19 @@ export const NO_RATE_LIMITS = { RATE_LIMIT_PER_MINUTE: '0', RATE_LIMIT_GLOBAL_PE
 /** The sender of every test and benchmark email: its domain is the Message-ID's. */
 export const TEST_MAIL_FROM = 'Mailoffload <no-reply@mailoffload.test>';
 
+/**
+ * What every test instance runs with, in-process or as a child: two mail threads, a fast
+ * sweeper and retries, cheap hashes, no rate limits, the test sender. A test's own env wins.
+ */
+export const TEST_ENV = {
+  MAIL_WORKERS: '2',
+  SWEEP_INTERVAL_MS: '200',
+  MAIL_RETRY_BASE_MS: '200',
+  MAIL_FROM: TEST_MAIL_FROM,
+  ...FAST_ARGON2,
+  ...NO_RATE_LIMITS,
+} as const;
+
 export function unique(prefix = 'user'): string {
   return `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 }

@@ -3,7 +3,7 @@
 // child still running is stopped politely, then firmly, so that a failed assertion never
 // leaves a process behind (nor the embedded PostgreSQL it may have started).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { NO_RATE_LIMITS, projectRoot, serverEntry } from './env.js';
+import { NO_RATE_LIMITS, projectRoot, serverEntry, TEST_ENV } from './env.js';
 import { closeAtEnd, track, type Scope } from './scope.js';
 import { waitUntil } from './wait.js';
 
@@ -136,4 +136,9 @@ export async function startService(scope: Scope, env: Record<string, string | un
     service.port = Number(new URL(String(started.address)).port);
   }
   return service;
+}
+
+/** The service as the tests run it: TEST_ENV, then `env`. */
+export function startTestService(scope: Scope, env: Record<string, string | undefined>, options?: ServiceOptions): Promise<ServiceProcess> {
+  return startService(scope, { ...TEST_ENV, ...env }, options);
 }
