@@ -56,7 +56,7 @@ const log = createLogger('warn');
 if (stall && (external || process.env.SMTP_URL)) fail('--stall-smtp needs the tool\'s own SMTP sink (no --url, no SMTP_URL)');
 if (external && !process.env.DATABASE_URL) fail('--url needs DATABASE_URL (the target\'s database) for the delivery check');
 
-// Argon2: the DESIGN default (OWASP's minimum) unless given. The burst measures memory under a
+// Argon2: the service's default (OWASP's minimum) unless given. The burst measures memory under a
 // stalled SMTP server, not hashing: it lowers the cost unless told otherwise, and says so.
 const defaultArgon2 = burst !== undefined ? { memoryKib: '64', iterations: '1' } : undefined;
 const argon2Memory = args['argon2-memory-kib'] ?? defaultArgon2?.memoryKib;

@@ -76,7 +76,7 @@ describe('loadConfig', () => {
     assertConfigError({ PORT: '4001', HOST: '0.0.0.0', LOG_LEVEL: 'debug', SHUTDOWN_TIMEOUT_MS: '-5' }, 'SHUTDOWN_TIMEOUT_MS');
   });
 
-  test('the defaults are the ones in DESIGN.md', () => {
+  test('the defaults are the documented ones', () => {
     const config = loadConfig({});
     assert.equal(config.port, 4000);
     assert.equal(config.host, '127.0.0.1');
@@ -235,7 +235,7 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
     const t0 = Date.now();
     const service = await launch({ DATA_DIR: dataDir }, true);
     const bootMs = Date.now() - t0;
-    // DESIGN's "answers within 20 s" on a fresh clone (initdb included).
+    // A fresh clone answers within 20 s (initdb included).
     assert.ok(bootMs < 20_000, `booted in ${bootMs} ms`);
 
     const health = await fetch(`${service.url}/v1/healthcheck`);

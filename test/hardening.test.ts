@@ -1,4 +1,4 @@
-// Abuse resistance (issue 6), each protection proved over real sockets, a real PostgreSQL and a
+// Abuse resistance, each protection proved over real sockets, a real PostgreSQL and a
 // real SMTP server: rate limits and TRUST_PROXY, slowloris, connection and per-socket caps,
 // prototype poisoning, the SMTP transport policy, one recipient per message, constant-ish
 // signup timing and redaction of secrets in every log line.

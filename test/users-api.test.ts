@@ -1,6 +1,6 @@
-// The HTTP contract of shared/DESIGN.md, row by row, against the real app (in-process through
-// app.inject), a fresh PostgreSQL database and a real SMTP server. Every bad input the
-// signup issue lists is here: malformed JSON, a 2 MB body, CR/LF in a name, byte limits with
+// The HTTP contract, row by row, against the real app (in-process through
+// app.inject), a fresh PostgreSQL database and a real SMTP server. Every bad input a
+// signup can bring is here: malformed JSON, a 2 MB body, CR/LF in a name, byte limits with
 // multibyte text, case-insensitive duplicates, concurrent duplicates, SQL metacharacters.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
