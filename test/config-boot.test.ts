@@ -14,7 +14,7 @@ import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { createTestDatabase, file, postJson, projectRoot, startTestService, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
+import { closeAtEnd, createTestDatabase, file, postJson, projectRoot, startTestService, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
 
 // ---------------------------------------------------------------------------------------
 // loadConfig, in-process
@@ -326,11 +326,13 @@ function runMigrate(databaseUrl: string): Promise<{ code: number; stdout: string
 }
 
 describe('a boot that fails after the embedded PostgreSQL started', () => {
-  test('exits 1 with a plain stderr line and stops the PostgreSQL it started', async () => {
-    const root = tempDir(file, 'bootfail');
+  test('exits 1 with a plain stderr line and stops the PostgreSQL it started', async (t) => {
+    const root = tempDir(t, 'bootfail');
     const dataDir = path.join(root, 'data');
     // A `users` table the migrations did not create makes 001_users fail after PostgreSQL is up.
     const embedded = await startEmbeddedPostgres(dataDir, createLogger('silent'));
+    // Stopped below; and whatever fails before that, at the end of the test (stop() is idempotent).
+    closeAtEnd(t, () => embedded.stop());
     const client = new pg.Client({ connectionString: embedded.url });
     await client.connect();
     await client.query('CREATE TABLE users (id int)');
