@@ -3,7 +3,7 @@
 // by the `postgres` user when we are root) and stops it afterwards. Each test file creates
 // its own database from that server, so files cannot see each other's data.
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { createLogger } from '../src/logger.js';
 import { databaseServer } from '../test/support/database.js';
@@ -17,6 +17,14 @@ const files = readdirSync(testDir)
   .filter((name) => only.length === 0 || only.some((filter) => name.includes(filter)))
   .sort()
   .map((name) => path.join(testDir, name));
+
+// Every test file ends with the kit's leak check, which it loads through the kit's index or
+// directly: a file that loads neither would go unchecked.
+const unchecked = files.filter((file) => !/from '\.\/support\/index\.js'|import '\.\/support\/leak-check\.js'/.test(readFileSync(file, 'utf8')));
+if (unchecked.length > 0) {
+  process.stderr.write(`npm test: these test files do not load test/support (index.js or leak-check.js): ${unchecked.map((file) => path.basename(file)).join(', ')}\n`);
+  process.exit(1);
+}
 
 const cleanup = new CleanupStack();
 cleanUpOnInterrupt(cleanup);
