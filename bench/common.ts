@@ -1,198 +1,24 @@
-// What the load test, the redeploy drill and the offload bench share: the SMTP sink child
-// process, the compiled service as a child process, an autocannon run that signs up a
-// unique address per request, the delivery check, RSS sampling and the output format.
-import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
-import pg from 'pg';
+// What the load test, the redeploy drill and the benchmarks share beyond the support kit
+// (test/support/): the delivery check at the SMTP sink, RSS sampling, progress lines, the
+// output format and the way a tool ends.
+import { readFileSync } from 'node:fs';
+import { startSignupLoad, summarize, type LoadSummary, type SignupLoad, type SignupLoadOptions } from '../test/support/load.js';
+import type { CleanupStack, Scope } from '../test/support/scope.js';
+import type { Exit } from '../test/support/service.js';
+import type { SinkProcess, SinkReport } from '../test/support/smtp-sink-process.js';
+import { heldWithin } from '../test/support/wait.js';
 
-export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const serverEntry = path.join(projectRoot, 'dist/src/server.js');
-const sinkEntry = path.join(projectRoot, 'dist/bench/smtp-sink.js');
-
-/** Every instance a bench starts has rate limiting off: the benches measure throughput. */
-export const NO_RATE_LIMIT = { RATE_LIMIT_PER_MINUTE: '0', RATE_LIMIT_GLOBAL_PER_MINUTE: '0' } as const;
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-export async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return true;
-    if (Date.now() > deadline) return false;
-    await sleep(intervalMs);
-  }
-}
-
-export function tempDataDir(prefix: string): { dir: string; remove(): void } {
-  const dir = mkdtempSync(path.join(tmpdir(), `mailoffload-${prefix}-`));
-  // The embedded PostgreSQL runs as `postgres` when we are root: it must enter this folder.
-  chmodSync(dir, 0o755);
-  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
-}
-
-/** A fresh database on the server of `serverUrl`, so a run starts with an empty outbox. */
-export async function createDatabase(serverUrl: string, prefix: string): Promise<string> {
-  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
-}
-
-// ---------------------------------------------------------------------------------------
-// SMTP sink (child process)
-
-export interface SinkReport {
-  readonly total: number;
-  readonly held: number;
-  readonly duplicateMessageIds: number;
-  readonly byRecipient: Map<string, number>;
-}
-
-export interface Sink {
-  readonly url: string;
-  readonly pid: number;
-  stall(): void;
-  resume(): void;
-  report(): Promise<SinkReport>;
-  stop(): Promise<void>;
-}
-
-export async function startSink({ latencyMs = 0 } = {}): Promise<Sink> {
-  const child = fork(sinkEntry, [], { env: { ...process.env, SINK_LATENCY_MS: String(latencyMs) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const port = await new Promise<number>((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`SMTP sink exited during start (${code})`)));
-    child.on('message', (message: { type: string; port?: number }) => {
-      if (message.type === 'listening') resolve(message.port!);
-    });
-  });
-  let nextId = 0;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  return {
-    url: `smtp://127.0.0.1:${port}`,
-    pid: child.pid!,
-    stall: () => child.send({ type: 'stall' }),
-    resume: () => child.send({ type: 'resume' }),
-    report: () =>
-      new Promise<SinkReport>((resolve) => {
-        const id = ++nextId;
-        const onMessage = (message: { type: string; id?: number } & Omit<SinkReport, 'byRecipient'> & { byRecipient: [string, number][] }) => {
-          if (message.type !== 'report' || message.id !== id) return;
-          child.off('message', onMessage);
-          resolve({ ...message, byRecipient: new Map(message.byRecipient) });
-        };
-        child.on('message', onMessage);
-        child.send({ type: 'report', id });
-      }),
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------------------
-// The compiled service as a child process
-
-export interface Service {
-  readonly name: string;
-  readonly child: ChildProcess;
-  readonly pid: number;
-  port: number;
-  readonly url: string;
-  readonly logs: Record<string, unknown>[];
-  readonly stderr: string[];
-  /** Resolves with the exit code (or 128 + signal number when killed by a signal). */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  waitForLog(msg: string, timeoutMs: number): Promise<Record<string, unknown> | undefined>;
-}
-
-export function spawnNode(entry: string, env: Record<string, string | undefined>, name: string): Service {
-  const child = spawn(process.execPath, [entry], {
-    cwd: projectRoot,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...NO_RATE_LIMIT, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const logs: Record<string, unknown>[] = [];
-  const stderr: string[] = [];
-  let buffer = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffer += chunk.toString('utf8');
-    let newline: number;
-    while ((newline = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, newline);
-      buffer = buffer.slice(newline + 1);
-      try {
-        // Bounded: a bench must not grow without limit if the service logs a lot.
-        if (logs.length < 10_000) logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        stderr.push(line);
-      }
-    }
-  });
-  child.stderr!.on('data', (chunk: Buffer) => {
-    if (stderr.length < 1000) stderr.push(chunk.toString('utf8'));
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  let gone = false;
-  void exited.then(() => (gone = true));
-  return {
-    name,
-    child,
-    pid: child.pid!,
-    port: 0,
-    get url() {
-      return `http://127.0.0.1:${this.port}`;
-    },
-    logs,
-    stderr,
-    exited,
-    async waitForLog(msg, timeoutMs) {
-      let found: Record<string, unknown> | undefined;
-      await waitUntil(() => {
-        found = logs.find((line) => line.msg === msg);
-        return found !== undefined || gone;
-      }, timeoutMs, 20);
-      return found;
-    },
-  };
-}
-
-/** Starts the service and waits for `starting server` (and its port). */
-export async function startService(env: Record<string, string | undefined>, name = 'service', timeoutMs = 90_000): Promise<Service> {
-  const service = spawnNode(serverEntry, { PORT: '0', LOG_LEVEL: 'info', ...env }, name);
-  const started = await service.waitForLog('starting server', timeoutMs);
-  if (!started) {
-    service.child.kill('SIGKILL');
-    throw new Error(`${name} did not start: ${service.stderr.join('').slice(-800)} ${JSON.stringify(service.logs.slice(-3))}`);
-  }
-  service.port = Number(new URL(String(started.address)).port);
-  return service;
-}
-
-export function exitCodeOf(exit: { code: number | null; signal: NodeJS.Signals | null }): string {
+export function exitCodeOf(exit: Exit): string {
   return exit.signal ? `signal ${exit.signal}` : String(exit.code);
 }
 
-/** Stops a child we started, politely then firmly; never leaves it running. */
-export async function stopService(service: Service, graceMs = 40_000): Promise<void> {
-  if (service.child.exitCode !== null || service.child.signalCode !== null) return;
-  service.child.kill('SIGTERM');
-  const timer = setTimeout(() => service.child.kill('SIGKILL'), graceMs);
-  await service.exited;
-  clearTimeout(timer);
+/**
+ * Runs the tool's cleanup (services, sinks, PostgreSQL, folders), then exits with `code`: 0
+ * when nothing was lost, 1 when something was, 2 when the tool itself failed.
+ */
+export async function finish(cleanup: CleanupStack, code: number): Promise<never> {
+  await cleanup.run().catch((error: unknown) => process.stderr.write(`cleanup: ${error instanceof Error ? error.message : String(error)}\n`));
+  process.exit(code);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -224,71 +50,30 @@ export class RssSampler {
 // ---------------------------------------------------------------------------------------
 // Load
 
-export interface LoadOptions {
-  readonly target: string;
-  readonly connections: number;
-  readonly durationS?: number;
-  /** A fixed number of requests instead of a duration. */
-  readonly amount?: number;
-  readonly prefix: string;
-  readonly progress: boolean;
-  /** Called with each accepted (202) address. */
-  readonly onAccepted?: (email: string) => void;
+/** One line a second on stderr while a load runs; returns the function that stops it. */
+export function reportProgress(load: SignupLoad, extra: () => string = () => ''): () => void {
+  let second = 0;
+  const timer = setInterval(() => process.stderr.write(`  t=${++second}s requests sent=${load.sent} accepted=${load.accepted().length}${extra()}\n`), 1000);
+  return () => clearInterval(timer);
 }
 
-export interface LoadResult {
-  readonly result: autocannon.Result;
-  readonly accepted: Set<string>;
-  readonly statusCounts: Record<string, number>;
-  readonly errors: number;
+/** A load run to its end (with a progress line a second unless `quiet`), and its figures. */
+export async function runSignups(scope: Scope, options: SignupLoadOptions, { quiet = false } = {}): Promise<{ load: SignupLoad; summary: LoadSummary; accepted: Set<string> }> {
+  const load = startSignupLoad(scope, options);
+  const stopProgress = quiet ? () => undefined : reportProgress(load);
+  await load.done;
+  stopProgress();
+  return { load, summary: summarize(load.outcomes), accepted: acceptedSet(load) };
 }
 
-const PASSWORD = 'correct horse battery staple';
+/** The addresses that got a 202, lowercased as the SMTP sink counts them. */
+export function acceptedSet(load: SignupLoad): Set<string> {
+  return new Set(load.accepted().map((outcome) => outcome.email.toLowerCase()));
+}
 
-/** POST /v1/users with a unique address per request. */
-export async function runLoad(options: LoadOptions): Promise<LoadResult> {
-  const accepted = new Set<string>();
-  let counter = 0;
-  const runId = `${options.prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  let finish!: (value: { err: Error | null; result: autocannon.Result }) => void;
-  const finished = new Promise<{ err: Error | null; result: autocannon.Result }>((resolve) => (finish = resolve));
-  const instance = autocannon({
-    url: options.target,
-    connections: options.connections,
-    ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.durationS ?? 10 }),
-    timeout: 30,
-    requests: [
-      {
-        method: 'POST',
-        path: '/v1/users',
-        headers: { 'content-type': 'application/json' },
-        setupRequest: (request) => {
-          const n = ++counter;
-          request.body = JSON.stringify({ name: `Load ${n}`, email: `${runId}-${n}@loadtest.example`, password: PASSWORD });
-          return request;
-        },
-        onResponse: (status, body) => {
-          if (status !== 202) return;
-          const email = /"email":"([^"]+)"/.exec(body)?.[1];
-          if (email) {
-            accepted.add(email.toLowerCase());
-            options.onAccepted?.(email.toLowerCase());
-          }
-        },
-      },
-    ],
-  }, (err, result) => finish({ err, result }));
-  if (options.progress) autocannon.track(instance, { renderProgressBar: process.stderr.isTTY, renderResultsTable: false, renderLatencyTable: false, outputStream: process.stderr });
-  if (options.progress && !process.stderr.isTTY) {
-    // No TTY (CI, a pipe): one line a second instead of a progress bar.
-    let second = 0;
-    instance.on('tick', () => process.stderr.write(`  t=${++second}s requests sent=${counter} accepted=${accepted.size}\n`));
-  }
-  const { err, result } = await finished;
-  if (err) throw err;
-  const statusCounts: Record<string, number> = {};
-  for (const [code, stat] of Object.entries(result.statusCodeStats ?? {})) statusCounts[code] = Number((stat as { count: number | string }).count);
-  return { result, accepted, statusCounts, errors: result.errors + result.timeouts };
+/** The HTTP statuses other than 2xx among counts by status (summarize().byStatus). */
+export function non2xxOf(byStatus: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(byStatus).filter(([key]) => /^\d+$/.test(key) && !key.startsWith('2')));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -308,20 +93,18 @@ export interface Delivery {
  * deliveries beyond the first for an accepted address (every address is used once per run;
  * Message-IDs are not compared because runs on different databases reuse outbox ids).
  */
-export async function awaitDelivery(sink: Sink, accepted: ReadonlySet<string>, loadEndedAt: number, timeoutMs: number, onPoll?: (report: SinkReport) => void): Promise<Delivery> {
-  let report = await sink.report();
+export async function awaitDelivery(sink: SinkProcess, accepted: ReadonlySet<string>, loadEndedAt: number, timeoutMs: number): Promise<Delivery> {
+  let report: SinkReport = await sink.report();
   const count = (r: SinkReport) => {
     let delivered = 0;
     for (const email of accepted) if ((r.byRecipient.get(email) ?? 0) > 0) delivered++;
     return delivered;
   };
-  let drainMs: number | undefined;
-  const done = await waitUntil(async () => {
+  const done = await heldWithin(async () => {
     report = await sink.report();
-    onPoll?.(report);
     return count(report) === accepted.size;
   }, timeoutMs, 200);
-  if (done) drainMs = Math.max(0, Date.now() - loadEndedAt);
+  const drainMs = done ? Math.max(0, Date.now() - loadEndedAt) : undefined;
   const delivered = count(report);
   let duplicates = 0;
   let extra = 0;

@@ -5,13 +5,16 @@
 //
 //   npm run drill -- [--cycles 5] [--kill] [--connections 20] [--interval 3]
 //                    [--argon2-memory-kib N --argon2-iterations N] [--drain-timeout 120]
-import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import {
-  awaitDelivery, exitCodeOf, fmt, printTable, sleep, startService, startSink, stopService, summaryLine, tempDataDir, waitUntil, type Service, type Sink,
-} from './common.js';
+import { databaseServer, tempDir } from '../test/support/database.js';
+import { startSignupLoad, summarize } from '../test/support/load.js';
+import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
+import { startService, type ServiceProcess } from '../test/support/service.js';
+import { startSmtpSinkProcess } from '../test/support/smtp-sink-process.js';
+import { waitUntil } from '../test/support/wait.js';
+import { acceptedSet, awaitDelivery, exitCodeOf, finish, fmt, non2xxOf, printTable, reportProgress, summaryLine } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -48,7 +51,7 @@ const drainTimeoutMs = Number(args['drain-timeout']) * 1000;
 const log = createLogger('warn');
 
 interface Instance {
-  readonly service: Service;
+  readonly service: ServiceProcess;
   readonly index: number;
   served: number;
   signal?: NodeJS.Signals;
@@ -57,37 +60,32 @@ interface Instance {
   pendingAtShutdown?: number;
 }
 
-const cleanups: (() => Promise<void> | void)[] = [];
-async function cleanup(): Promise<void> {
-  for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => undefined);
-}
-process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+const cleanup = new CleanupStack();
+cleanUpOnInterrupt(cleanup);
 
 const instances: Instance[] = [];
+/** Each instance by its URL, for counting the 202s it served. */
+const byUrl = new Map<string, Instance>();
 let current: Instance | undefined;
-const accepted = new Set<string>();
-const statusCounts: Record<string, number> = {};
-let requestErrors = 0;
-let sent = 0;
+
+/** What its log says about its shutdown, once it has exited. */
+async function recordExit(instance: Instance): Promise<void> {
+  instance.exit = exitCodeOf(await instance.service.exited);
+  const stopped = instance.service.logs.find((line) => line.msg === 'stopped server');
+  const completing = instance.service.logs.find((line) => line.msg === 'completing background tasks');
+  if (stopped) instance.drainMs = Number(stopped.drainMs);
+  if (completing) instance.pendingAtShutdown = Number(completing.pending);
+}
 
 try {
-  let databaseUrl = process.env.DATABASE_URL;
-  if (!databaseUrl) {
-    const pgDir = tempDataDir('drill-pg');
-    cleanups.push(() => pgDir.remove());
-    const embedded = await startEmbeddedPostgres(pgDir.dir, log);
-    cleanups.push(() => embedded.stop());
-    databaseUrl = embedded.url;
-  }
-  const sink: Sink = await startSink();
-  cleanups.push(() => sink.stop());
-  const dataDir = tempDataDir('drill');
-  cleanups.push(() => dataDir.remove());
+  const databaseUrl = await databaseServer(cleanup, process.env.DATABASE_URL, log, 'drill');
+  const sink = await startSmtpSinkProcess(cleanup);
+  const dataDir = tempDir(cleanup, 'drill');
 
   const env = {
     DATABASE_URL: databaseUrl,
     SMTP_URL: sink.url,
-    DATA_DIR: dataDir.dir,
+    DATA_DIR: dataDir,
     ...(args['argon2-memory-kib'] ? { ARGON2_MEMORY_KIB: args['argon2-memory-kib'] } : {}),
     ...(args['argon2-iterations'] ? { ARGON2_ITERATIONS: args['argon2-iterations'] } : {}),
     ...(leaseMs ? { MAIL_LEASE_MS: leaseMs } : {}),
@@ -100,49 +98,33 @@ try {
   );
 
   const launch = async (index: number): Promise<Instance> => {
-    const service = await startService(env, `instance-${index}`);
+    const service = await startService(cleanup, env, { name: `instance-${index}`, readyTimeoutMs: 90_000, graceMs: 40_000 });
     const instance: Instance = { service, index, served: 0 };
     instances.push(instance);
-    cleanups.push(() => stopService(service));
-    const ready = await waitUntil(async () => {
+    await waitUntil(async () => {
       const response = await fetch(`${service.url}/v1/healthcheck`).catch(() => undefined);
       return response?.status === 200;
-    }, 30_000, 50);
-    if (!ready) throw new Error(`instance-${index} never answered its healthcheck with 200`);
+    }, 30_000, () => `instance-${index} to answer its healthcheck with 200`, 50);
+    byUrl.set(service.url, instance);
     return instance;
   };
 
   // Traffic: a bounded-concurrency loop of signups, each sent to the newest ready instance.
-  const runId = `drill-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-  let running = true;
-  const client = async () => {
-    while (running) {
-      const target = current!;
-      const email = `${runId}-${++sent}@loadtest.example`;
-      try {
-        const response = await fetch(`${target.service.url}/v1/users`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-          body: JSON.stringify({ name: `Drill ${sent}`, email, password: 'correct horse battery staple' }),
-          signal: AbortSignal.timeout(30_000),
-        });
-        await response.arrayBuffer();
-        statusCounts[response.status] = (statusCounts[response.status] ?? 0) + 1;
-        if (response.status === 202) {
-          accepted.add(email);
-          target.served++;
-        }
-      } catch {
-        // A connection cut by SIGKILL or a closing server: no 202, so nothing is owed.
-        requestErrors++;
-      }
-    }
-  };
-
   current = await launch(0);
-  const clients = Array.from({ length: connections }, () => client());
-  let ticker = setInterval(() => process.stderr.write(`  sent=${sent} accepted=${accepted.size} instance=${current!.index}\n`), 1000);
-  cleanups.push(() => clearInterval(ticker));
+  const traffic = startSignupLoad(cleanup, {
+    targets: () => current!.service.url,
+    concurrency: connections,
+    // Stopped after the last cycle, however long the launches took.
+    maxDurationMs: Number.POSITIVE_INFINITY,
+    requestTimeoutMs: 30_000,
+    prefix: 'drill',
+    // A connection cut by SIGKILL or a closing server is no 202, so nothing is owed for it.
+    onOutcome: (outcome) => {
+      if (outcome.status === 202) byUrl.get(outcome.target)!.served++;
+    },
+  });
+  const stopProgress = reportProgress(traffic, () => ` instance=${current!.index}`);
+  cleanup.after(stopProgress);
 
   for (let cycle = 1; cycle <= cycles; cycle++) {
     await sleep(intervalMs);
@@ -151,21 +133,16 @@ try {
     current = next;
     old.signal = signal;
     process.stderr.write(`drill: cycle ${cycle}: instance-${next.index} ready on port ${next.service.port}; ${signal} to instance-${old.index}\n`);
-    old.service.child.kill(signal);
+    old.service.kill(signal);
     // Not awaited: the old instance drains while the traffic goes on.
-    void old.service.exited.then((exit) => {
-      old.exit = exitCodeOf(exit);
-      const stopped = old.service.logs.find((line) => line.msg === 'stopped server');
-      const completing = old.service.logs.find((line) => line.msg === 'completing background tasks');
-      if (stopped) old.drainMs = Number(stopped.drainMs);
-      if (completing) old.pendingAtShutdown = Number(completing.pending);
-    });
+    void recordExit(old);
   }
   await sleep(intervalMs);
-  running = false;
-  await Promise.all(clients);
-  clearInterval(ticker);
+  await traffic.stop();
+  stopProgress();
   const loadEndedAt = Date.now();
+  const accepted = acceptedSet(traffic);
+  const { byStatus, failures: requestErrors } = summarize(traffic.outcomes);
 
   // Every signalled instance must have exited (bounded by its drain deadline).
   await Promise.race([Promise.all(instances.filter((i) => i.signal).map((i) => i.service.exited)), sleep(45_000)]);
@@ -176,14 +153,8 @@ try {
   // The last instance is retired cleanly too.
   const last = current!;
   last.signal = 'SIGTERM';
-  await stopService(last.service);
-  await sleep(50);
-  const lastExit = await last.service.exited;
-  last.exit = exitCodeOf(lastExit);
-  const stopped = last.service.logs.find((line) => line.msg === 'stopped server');
-  if (stopped) last.drainMs = Number(stopped.drainMs);
-  const completing = last.service.logs.find((line) => line.msg === 'completing background tasks');
-  if (completing) last.pendingAtShutdown = Number(completing.pending);
+  await last.service.stop();
+  await recordExit(last);
 
   const expectedExit = (instance: Instance) => (instance.signal === 'SIGKILL' ? instance.exit === 'signal SIGKILL' : instance.exit === '0');
   const badExits = instances.filter((i) => !expectedExit(i)).length;
@@ -194,9 +165,9 @@ try {
       `drain=${i.drainMs !== undefined ? `${i.drainMs} ms` : i.signal === 'SIGKILL' ? 'n/a (killed)' : 'n/a'}` +
       (i.pendingAtShutdown !== undefined ? ` pending-at-shutdown=${i.pendingAtShutdown}` : ''),
   ]));
-  const non2xx = Object.fromEntries(Object.entries(statusCounts).filter(([code]) => !code.startsWith('2')));
+  const non2xx = non2xxOf(byStatus);
   printTable(`drill: ${cycles} cycles with ${signal}`, [
-    ['signups sent', String(sent)],
+    ['signups sent', String(traffic.sent)],
     ['accepted (202)', String(accepted.size)],
     ['non-2xx by status', Object.keys(non2xx).length ? JSON.stringify(non2xx) : 'none'],
     ['connection errors', String(requestErrors)],
@@ -220,11 +191,9 @@ try {
       bad_exits: badExits,
     })}\n`,
   );
-  await cleanup();
-  process.exit(delivery.lost > 0 || badExits > 0 ? 1 : 0);
+  await finish(cleanup, delivery.lost > 0 || badExits > 0 ? 1 : 0);
 } catch (error) {
   process.stderr.write(`drill: ${error instanceof Error ? error.stack : String(error)}\n`);
   for (const i of instances) process.stderr.write(`instance-${i.index} stderr: ${i.service.stderr.join('').slice(-500)}\n`);
-  await cleanup();
-  process.exit(2);
+  await finish(cleanup, 2);
 }

@@ -10,13 +10,14 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import {
-  awaitDelivery, fmt, mib, printTable, runLoad, RssSampler, startService, startSink, stopService, summaryLine, tempDataDir, waitUntil, exitCodeOf,
-  type Delivery, type Service, type Sink,
-} from './common.js';
-import { histogramQuantile, scrape, type Scrape } from './prom.js';
+import { startTempPostgres, tempDir } from '../test/support/database.js';
+import { histogramQuantile, maxObserved, scrape, type Scrape } from '../test/support/prom.js';
+import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
+import { startService, type ServiceProcess } from '../test/support/service.js';
+import { startSmtpSinkProcess, type SinkProcess } from '../test/support/smtp-sink-process.js';
+import { heldWithin } from '../test/support/wait.js';
+import { awaitDelivery, exitCodeOf, finish, fmt, mib, non2xxOf, printTable, RssSampler, runSignups, summaryLine, type Delivery } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -55,7 +56,7 @@ const log = createLogger('warn');
 if (stall && (external || process.env.SMTP_URL)) fail('--stall-smtp needs the tool\'s own SMTP sink (no --url, no SMTP_URL)');
 if (external && !process.env.DATABASE_URL) fail('--url needs DATABASE_URL (the target\'s database) for the delivery check');
 
-// Argon2: the DESIGN default (OWASP's minimum) unless given. The burst measures memory under a
+// Argon2: the service's default (OWASP's minimum) unless given. The burst measures memory under a
 // stalled SMTP server, not hashing: it lowers the cost unless told otherwise, and says so.
 const defaultArgon2 = burst !== undefined ? { memoryKib: '64', iterations: '1' } : undefined;
 const argon2Memory = args['argon2-memory-kib'] ?? defaultArgon2?.memoryKib;
@@ -69,44 +70,33 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-const cleanups: (() => Promise<void> | void)[] = [];
-async function cleanup(): Promise<void> {
-  for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => undefined);
-}
-process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+const cleanup = new CleanupStack();
+cleanUpOnInterrupt(cleanup);
 
-let sink: Sink | undefined;
-let service: Service | undefined;
+let sink: SinkProcess | undefined;
+let service: ServiceProcess | undefined;
 let baseUrl: string;
 let databaseUrl = process.env.DATABASE_URL;
 
 try {
   if (!external) {
-    const dataDir = tempDataDir('loadtest');
-    cleanups.push(() => dataDir.remove());
+    const dataDir = tempDir(cleanup, 'loadtest');
     if (!process.env.SMTP_URL) {
-      sink = await startSink();
-      cleanups.push(() => sink!.stop());
+      sink = await startSmtpSinkProcess(cleanup);
     } else if (!databaseUrl) {
       // Delivery goes to a server we cannot see into: check it in the database, which must
       // then be one we can reach. Start our own embedded PostgreSQL for the service.
-      const pgDir = tempDataDir('loadtest-pg');
-      cleanups.push(() => pgDir.remove());
-      const embedded: EmbeddedPostgres = await startEmbeddedPostgres(pgDir.dir, log);
-      cleanups.push(() => embedded.stop());
-      databaseUrl = embedded.url;
+      databaseUrl = (await startTempPostgres(cleanup, log, 'loadtest-pg')).url;
     }
     process.stderr.write('loadtest: starting the service (rate limiting off for this instance: RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n');
-    service = await startService({
-      DATA_DIR: dataDir.dir,
+    service = await startService(cleanup, {
+      DATA_DIR: dataDir,
       SMTP_URL: sink?.url ?? process.env.SMTP_URL,
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
       ...(argon2Memory ? { ARGON2_MEMORY_KIB: argon2Memory } : {}),
       ...(argon2Iterations ? { ARGON2_ITERATIONS: argon2Iterations } : {}),
       ...(args.workers ? { MAIL_WORKERS: args.workers } : {}),
-      PORT: '0',
-    }, 'service');
-    cleanups.push(() => stopService(service!));
+    }, { readyTimeoutMs: 90_000, graceMs: 40_000 });
     baseUrl = service.url;
   } else {
     baseUrl = args.url!.replace(/\/$/, '');
@@ -138,7 +128,13 @@ try {
   const mode = burst !== undefined ? `burst of ${burst} signups` : `${durationS} s`;
   process.stderr.write(`loadtest: POST /v1/users, ${connections} connections, ${mode}${stall ? ', SMTP stalled' : ''}; argon2id ${argon2Text}\n`);
   const loadStarted = Date.now();
-  const load = await runLoad({ target: baseUrl, connections, ...(burst !== undefined ? { amount: burst } : { durationS }), prefix: 'lt', progress: true });
+  const { summary, accepted } = await runSignups(cleanup, {
+    targets: [baseUrl],
+    concurrency: connections,
+    ...(burst !== undefined ? { count: burst } : { maxDurationMs: durationS * 1000 }),
+    requestTimeoutMs: 30_000,
+    prefix: 'lt',
+  });
   const loadEndedAt = Date.now();
   const afterLoad: Scrape = await scrape(baseUrl);
 
@@ -150,26 +146,22 @@ try {
     sink!.resume();
   }
 
-  process.stderr.write(`loadtest: waiting up to ${drainTimeoutMs / 1000} s for ${load.accepted.size} welcome emails\n`);
+  process.stderr.write(`loadtest: waiting up to ${drainTimeoutMs / 1000} s for ${accepted.size} welcome emails\n`);
   let delivery: Delivery;
   if (sink) {
-    delivery = await awaitDelivery(sink, load.accepted, stall ? Date.now() : loadEndedAt, drainTimeoutMs);
+    delivery = await awaitDelivery(sink, accepted, stall ? Date.now() : loadEndedAt, drainTimeoutMs);
   } else {
-    delivery = await deliveryFromDatabase(databaseUrl!, load.accepted, loadEndedAt, drainTimeoutMs);
+    delivery = await deliveryFromDatabase(databaseUrl!, accepted, loadEndedAt, drainTimeoutMs);
   }
   watching = false;
   await watcher;
   const afterDrain = await scrape(baseUrl).catch(() => undefined);
   const peakRss = rss?.stop() ?? peakRssFromMetrics;
 
-  let exit: string | undefined;
-  if (service) {
-    await stopService(service);
-    exit = exitCodeOf(await service.exited);
-  }
+  const exit = service ? exitCodeOf(await service.stop()) : undefined;
 
-  const r = load.result;
-  const non2xx = Object.fromEntries(Object.entries(load.statusCounts).filter(([code]) => !code.startsWith('2')));
+  const latency = summary.latencyMs;
+  const non2xx = non2xxOf(summary.byStatus);
   const loopP99 = histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, afterLoad, before);
   const loopMax = maxObserved('mailoffload_eventloop_delay_seconds', afterLoad, before);
   const cpuS = (afterDrain?.value('process_cpu_seconds_total') ?? NaN) - (before.value('process_cpu_seconds_total') ?? NaN);
@@ -181,12 +173,12 @@ try {
     burst: burst ?? null,
     smtpStalled: stall,
     argon2: argon2Text,
-    requests: r.requests.total,
-    requestsPerSecond: r.requests.total / ((loadEndedAt - loadStarted) / 1000),
-    latencyMs: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
+    requests: summary.requests,
+    requestsPerSecond: summary.requests / ((loadEndedAt - loadStarted) / 1000),
+    latencyMs: latency,
     non2xxByStatus: non2xx,
-    connectionErrors: load.errors,
-    accepted: load.accepted.size,
+    connectionErrors: summary.failures,
+    accepted: accepted.size,
     delivered: delivery.delivered,
     lost: delivery.lost,
     duplicates: delivery.duplicates,
@@ -206,9 +198,9 @@ try {
     ['argon2id cost', argon2Text],
     ['requests', `${result.requests} in ${fmt(result.durationS, 1)} s`],
     ['requests/s', fmt(result.requestsPerSecond, 0)],
-    ['latency p50/p90/p99/max', `${r.latency.p50} / ${r.latency.p90} / ${r.latency.p99} / ${r.latency.max} ms`],
+    ['latency p50/p90/p99/max', `${fmt(latency.p50)} / ${fmt(latency.p90)} / ${fmt(latency.p99)} / ${fmt(latency.max)} ms`],
     ['non-2xx by status', Object.keys(non2xx).length ? JSON.stringify(non2xx) : 'none'],
-    ['connection errors/timeouts', String(load.errors)],
+    ['connection errors/timeouts', String(summary.failures)],
     ['signups accepted (202)', String(result.accepted)],
     ['emails delivered', String(result.delivered)],
     ['lost', String(result.lost)],
@@ -225,7 +217,7 @@ try {
   process.stdout.write(
     `${summaryLine({
       rps: result.requestsPerSecond,
-      p99_ms: r.latency.p99,
+      p99_ms: latency.p99,
       accepted: result.accepted,
       delivered: result.delivered,
       lost: result.lost,
@@ -235,27 +227,11 @@ try {
       peak_rss_mib: result.peakRssMiB,
     })}\n`,
   );
-  await cleanup();
-  process.exit(result.lost > 0 ? 1 : 0);
+  await finish(cleanup, result.lost > 0 ? 1 : 0);
 } catch (error) {
   process.stderr.write(`loadtest: ${error instanceof Error ? error.stack : String(error)}\n`);
   if (service) process.stderr.write(`service stderr: ${service.stderr.join('').slice(-1000)}\n`);
-  await cleanup();
-  process.exit(2);
-}
-
-/** The upper bound of the highest non-empty bucket in the window. */
-function maxObserved(name: string, after: Scrape, before: Scrape): number | undefined {
-  const end = after.buckets(name);
-  const start = before.buckets(name);
-  let previous = 0;
-  let max: number | undefined;
-  for (const le of [...end.keys()].sort((a, b) => a - b)) {
-    const count = (end.get(le) ?? 0) - (start.get(le) ?? 0);
-    if (count > previous) max = le;
-    previous = count;
-  }
-  return max;
+  await finish(cleanup, 2);
 }
 
 /** Delivery read from the outbox (status sent) when we cannot see the SMTP server. */
@@ -264,7 +240,7 @@ async function deliveryFromDatabase(url: string, accepted: ReadonlySet<string>, 
   const emails = [...accepted];
   let delivered = 0;
   try {
-    const done = await waitUntil(async () => {
+    const done = await heldWithin(async () => {
       const { rows } = await pool.query<{ n: number }>(
         `SELECT count(*)::int AS n FROM email_outbox o JOIN users u ON u.id = o.user_id
           WHERE o.status = 'sent' AND u.email = ANY($1::citext[])`,

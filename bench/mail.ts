@@ -10,21 +10,23 @@
 import { fork } from 'node:child_process';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import pg from 'pg';
 import { Piscina } from 'piscina';
+import pino from 'pino';
 import { buildApp } from '../src/app.js';
 import { loadConfig, type Config } from '../src/config.js';
-import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
+import { createDatabase, databaseServer } from '../test/support/database.js';
+import { FAST_ARGON2, NO_RATE_LIMITS } from '../test/support/env.js';
+import { insertPendingEmails, numberedUsers } from '../test/support/pending.js';
+import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
+import { startSmtpSinkProcess } from '../test/support/smtp-sink-process.js';
+import { waitUntil } from '../test/support/wait.js';
 import { createBatchSender } from '../workers/send-batch.js';
-import { startSink } from './common.js';
-import pino from 'pino';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const workerFile = path.resolve(here, '../workers/mail-worker.js');
@@ -40,7 +42,6 @@ const FROM = 'Bench <no-reply@bench.test>';
 const log = createLogger(process.env.LOG_LEVEL ?? 'warn', pino.destination(2));
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function jobs(count: number, offset = 0): WelcomeJob[] {
   return Array.from({ length: count }, (_, i) => ({
@@ -84,44 +85,6 @@ async function runLoad(url: string, prefix: string, count = SIGNUPS): Promise<Lo
   return result;
 }
 
-// ---------------------------------------------------------------------------------------
-// Database: TEST_DATABASE_URL or DATABASE_URL's server, else an embedded PostgreSQL
-
-async function openDatabaseServer(): Promise<{ serverUrl: string; stop(): Promise<void> }> {
-  const serverUrl = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
-  if (serverUrl) return { serverUrl, stop: async () => {} };
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-bench-'));
-  // mkdtemp makes the folder 0700; the postgres user (when we are root) must enter it.
-  chmodSync(dataDir, 0o755);
-  const embedded = await startEmbeddedPostgres(dataDir, log);
-  return {
-    serverUrl: embedded.url,
-    async stop() {
-      await embedded.stop();
-      rmSync(dataDir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function createDatabase(serverUrl: string): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `bench_${randomBytes(6).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: serverUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(serverUrl);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const client = new pg.Client({ connectionString: serverUrl });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    },
-  };
-}
-
 type App = Awaited<ReturnType<typeof buildApp>>;
 
 function appConfig(env: Record<string, string>): Config {
@@ -129,11 +92,9 @@ function appConfig(env: Record<string, string>): Config {
   // hashing keeps part 3 about mail rather than argon2 (override with ARGON2_*).
   // The signup rate limits would turn part 3's load into 429s: off here.
   return loadConfig({
-    ARGON2_MEMORY_KIB: '64',
-    ARGON2_ITERATIONS: '1',
+    ...FAST_ARGON2,
     ...process.env,
-    RATE_LIMIT_PER_MINUTE: '0',
-    RATE_LIMIT_GLOBAL_PER_MINUTE: '0',
+    ...NO_RATE_LIMITS,
     LOG_LEVEL: 'warn',
     PORT: '0',
     MAIL_FROM: FROM,
@@ -147,17 +108,21 @@ function appConfig(env: Record<string, string>): Config {
  * spend the very CPU being measured.
  */
 async function waitUntilAllSent(app: App, timeoutMs = 120_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (app.mailer.inFlight === 0) {
+  let unsent: number | undefined;
+  await waitUntil(
+    async () => {
+      if (app.mailer.inFlight !== 0) {
+        unsent = undefined;
+        return false;
+      }
       const { rows } = await app.db.query<{ n: number }>("SELECT count(*)::int AS n FROM email_outbox WHERE status <> 'sent'");
-      if (rows[0]!.n === 0) return;
-      if (Date.now() > deadline) throw new Error(`${rows[0]!.n} outbox rows still unsent after ${timeoutMs} ms`);
-    } else if (Date.now() > deadline) {
-      throw new Error(`emails still in flight after ${timeoutMs} ms`);
-    }
-    await sleep(5);
-  }
+      unsent = rows[0]!.n;
+      return unsent === 0;
+    },
+    timeoutMs,
+    () => (unsent === undefined ? 'emails still in flight' : `${unsent} outbox rows still unsent`),
+    5,
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -203,22 +168,8 @@ async function ceilings(settings: WorkerSettings, workers: number, concurrency: 
 // ---------------------------------------------------------------------------------------
 // 2. The pipeline
 
-async function insertPending(db: pg.Pool, count: number): Promise<void> {
-  const tag = randomBytes(4).toString('hex');
-  await db.query(
-    `WITH new_users AS (
-       INSERT INTO users (name, email, password_hash)
-       SELECT 'Bench User ' || g, 'bench-' || $1::text || '-' || g || '@example.com', 'not-a-hash'
-         FROM generate_series(1, $2::int) AS g
-       RETURNING id
-     )
-     INSERT INTO email_outbox (user_id, template) SELECT id, 'welcome' FROM new_users`,
-    [tag, count],
-  );
-}
-
 async function pipeline(serverUrl: string, smtpUrl: string) {
-  const database = await createDatabase(serverUrl);
+  const database = await createDatabase(cleanup, serverUrl, 'bench');
   const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl });
   const app = await buildApp(config, log);
   await app.ready();
@@ -231,7 +182,7 @@ async function pipeline(serverUrl: string, smtpUrl: string) {
       // Rows are written while the sweeper is stopped, then it starts as at boot: the clock
       // runs from its first claim to the last row marked sent.
       await sweeper.stop();
-      await insertPending(app.db, count);
+      await insertPendingEmails(app.db, numberedUsers(`bench-${randomBytes(4).toString('hex')}`, count, 'Bench User'));
       const started = performance.now();
       const usage = process.cpuUsage();
       sweeper.start();
@@ -244,7 +195,6 @@ async function pipeline(serverUrl: string, smtpUrl: string) {
     return { rates, cpuPerEmail, config };
   } finally {
     await app.close();
-    await database.drop();
   }
 }
 
@@ -260,7 +210,7 @@ interface LoadFigures {
 
 async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
-  const database = await createDatabase(serverUrl);
+  const database = await createDatabase(cleanup, serverUrl, 'bench');
   const config = appConfig({ DATABASE_URL: database.url, SMTP_URL: smtpUrl, DKIM_DOMAIN: 'bench.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey });
   const app = await buildApp(config, log);
   const address = await app.listen({ port: 0, host: '127.0.0.1' });
@@ -321,7 +271,6 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
     use('pool');
     await app.close();
     onThread.close();
-    await database.drop();
   }
   const summary = (list: LoadFigures[]): LoadFigures => ({
     signupsPerSecond: median(list.map((f) => f.signupsPerSecond)),
@@ -334,8 +283,10 @@ async function signupsUnderMail(serverUrl: string, smtpUrl: string) {
 
 // ---------------------------------------------------------------------------------------
 
-const sink = await startSink();
-const database = await openDatabaseServer();
+const cleanup = new CleanupStack();
+cleanUpOnInterrupt(cleanup);
+const sink = await startSmtpSinkProcess(cleanup);
+const serverUrl = await databaseServer(cleanup, process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL, log, 'bench');
 const benchStarted = performance.now();
 try {
   const probeConfig = appConfig({ SMTP_URL: sink.url });
@@ -356,9 +307,9 @@ try {
   const skipped = { signupsPerSecond: NaN, p99Ms: NaN, loopDelayP99Ms: NaN, emailsPerSecond: NaN };
   const ceiling = PARTS.includes('1') ? await ceilings(settings, workers, concurrencyPerWorker) : { mainThread: [NaN], barePool: [NaN], cpu: { mainThread: [NaN], barePool: [NaN] } };
   console.error('  1. ceilings done');
-  const piped = PARTS.includes('2') ? await pipeline(database.serverUrl, sink.url) : { rates: [NaN], cpuPerEmail: [NaN], config: probeConfig };
+  const piped = PARTS.includes('2') ? await pipeline(serverUrl, sink.url) : { rates: [NaN], cpuPerEmail: [NaN], config: probeConfig };
   console.error('  2. pipeline done');
-  const load = PARTS.includes('3') ? await signupsUnderMail(database.serverUrl, sink.url) : { pool: skipped, thread: skipped, none: skipped };
+  const load = PARTS.includes('3') ? await signupsUnderMail(serverUrl, sink.url) : { pool: skipped, thread: skipped, none: skipped };
   console.error('  3. signups under mail done');
 
   const mainThread = median(ceiling.mainThread);
@@ -406,6 +357,5 @@ try {
   console.log(`runs: 1a ${ceiling.mainThread.map((v) => fmt(v)).join(', ')}; 1b ${ceiling.barePool.map((v) => fmt(v)).join(', ')}; 2 ${piped.rates.map((v) => fmt(v)).join(', ')}`);
   console.log(`(${fmt((performance.now() - benchStarted) / 1000)} s)`);
 } finally {
-  await sink.stop();
-  await database.stop();
+  await cleanup.run();
 }

@@ -11,15 +11,17 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { runMigrations } from '../src/db/migrations.js';
 import { createLogger } from '../src/logger.js';
-import {
-  awaitDelivery, createDatabase, exitCodeOf, fmt, printTable, projectRoot, sleep, spawnNode, startService, startSink, stopService, summaryLine, tempDataDir,
-  runLoad, type Service, type Sink,
-} from './common.js';
-import { histogramQuantile, scrape, type Scrape } from './prom.js';
+import { createDatabase, databaseServer, tempDir } from '../test/support/database.js';
+import { projectRoot, TEST_MAIL_FROM } from '../test/support/env.js';
+import { histogramQuantile, scrape, type Scrape } from '../test/support/prom.js';
+import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
+import { startService, type ServiceProcess } from '../test/support/service.js';
+import { startSmtpSinkProcess } from '../test/support/smtp-sink-process.js';
+import { awaitDelivery, exitCodeOf, finish, fmt, non2xxOf, printTable, runSignups, summaryLine } from './common.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -82,25 +84,13 @@ interface SigtermRun {
   successor: boolean;
 }
 
-const cleanups: (() => Promise<void> | void)[] = [];
-async function cleanup(): Promise<void> {
-  for (const step of cleanups.reverse()) await Promise.resolve(step()).catch(() => undefined);
-}
-process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
+const cleanup = new CleanupStack();
+cleanUpOnInterrupt(cleanup);
 
 try {
-  let serverUrl = process.env.DATABASE_URL;
-  if (!serverUrl) {
-    const pgDir = tempDataDir('offload-pg');
-    cleanups.push(() => pgDir.remove());
-    const embedded = await startEmbeddedPostgres(pgDir.dir, log);
-    cleanups.push(() => embedded.stop());
-    serverUrl = embedded.url;
-  }
-  const sink = await startSink({ latencyMs });
-  cleanups.push(() => sink.stop());
-  const dataDir = tempDataDir('offload');
-  cleanups.push(() => dataDir.remove());
+  const serverUrl = await databaseServer(cleanup, process.env.DATABASE_URL, log, 'offload');
+  const sink = await startSmtpSinkProcess(cleanup, { latencyMs });
+  const dataDir = tempDir(cleanup, 'offload');
 
   const dkimEnv: Record<string, string> = {};
   if (dkimOn) {
@@ -108,8 +98,8 @@ try {
     Object.assign(dkimEnv, { DKIM_DOMAIN: 'mailoffload.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey });
   }
   const commonEnv = {
-    DATA_DIR: dataDir.dir,
-    MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>',
+    DATA_DIR: dataDir,
+    MAIL_FROM: TEST_MAIL_FROM,
     ARGON2_MEMORY_KIB: args['argon2-memory-kib']!,
     ARGON2_ITERATIONS: args['argon2-iterations']!,
     LOG_LEVEL: 'info',
@@ -124,21 +114,19 @@ try {
       'rate limiting off (RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n',
   );
 
-  /** A fresh database (migrated for the variants; the service migrates itself). */
+  /** A fresh database (migrated for the variants; the service migrates itself), dropped at the end. */
   const freshDatabase = async (migrate: boolean) => {
-    const url = await createDatabase(serverUrl!, 'offload');
+    const { url } = await createDatabase(cleanup, serverUrl, 'offload');
     if (migrate) await runMigrations(url, log);
     return url;
   };
 
-  const start = async (variant: VariantName | 'baseline', databaseUrl: string, smtpUrl: string, extraEnv: Record<string, string> = {}): Promise<Service> => {
+  const start = (variant: VariantName | 'baseline', databaseUrl: string, smtpUrl: string, extraEnv: Record<string, string> = {}): Promise<ServiceProcess> => {
     const env = { ...commonEnv, DATABASE_URL: databaseUrl, SMTP_URL: smtpUrl, MAIL_WORKERS: String(workers), ...extraEnv };
-    if (variant === 'a' || variant === 'baseline') return startService(env, labels[variant]);
-    const service = spawnNode(variantEntry, { ...env, PORT: '0', VARIANT: variant === 'b' ? 'await' : 'fire', SMTP_CONNECTIONS: String(workers * smtpConnectionsPerWorker) }, labels[variant]);
-    const started = await service.waitForLog('starting server', 60_000);
-    if (!started) throw new Error(`${labels[variant]} did not start: ${service.stderr.join('').slice(-800)}`);
-    service.port = Number(new URL(String(started.address)).port);
-    return service;
+    const options = { name: labels[variant], readyTimeoutMs: 90_000, graceMs: 40_000 };
+    if (variant === 'a' || variant === 'baseline') return startService(cleanup, env, options);
+    const variantEnv = { ...env, VARIANT: variant === 'b' ? 'await' : 'fire', SMTP_CONNECTIONS: String(workers * smtpConnectionsPerWorker) };
+    return startService(cleanup, variantEnv, { ...options, entry: variantEntry });
   };
 
   const cpuOf = (after: Scrape | undefined, before: Scrape) => (after?.value('process_cpu_seconds_total') ?? NaN) - (before.value('process_cpu_seconds_total') ?? NaN);
@@ -150,26 +138,25 @@ try {
     const service = await start(variant, databaseUrl, sink.url);
     try {
       const before = await scrape(service.url);
-      const load = await runLoad({ target: service.url, connections, durationS, prefix: `off${variant}`, progress: true });
+      const { summary, accepted } = await runSignups(cleanup, { targets: [service.url], concurrency: connections, maxDurationMs: durationS * 1000, requestTimeoutMs: 30_000, prefix: `off${variant}` });
       const loadEndedAt = Date.now();
       const afterLoad = await scrape(service.url);
-      const delivery = await awaitDelivery(sink, load.accepted, loadEndedAt, drainTimeoutMs);
+      const delivery = await awaitDelivery(sink, accepted, loadEndedAt, drainTimeoutMs);
       const afterDrain = await scrape(service.url).catch(() => undefined);
-      const r = load.result;
       return {
-        rps: r.requests.total / r.duration,
-        p99: r.latency.p99,
+        rps: summary.requestsPerSecond,
+        p99: summary.latencyMs.p99,
         loopP99Ms: scaled(histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, afterLoad, before)),
-        accepted: load.accepted.size,
+        accepted: accepted.size,
         delivered: delivery.delivered,
         lost: delivery.lost,
         duplicates: delivery.duplicates,
         drainMs: delivery.drainMs,
         cpuS: cpuOf(afterDrain, before),
-        non2xx: Object.fromEntries(Object.entries(load.statusCounts).filter(([code]) => !code.startsWith('2'))),
+        non2xx: non2xxOf(summary.byStatus),
       };
     } finally {
-      await stopService(service);
+      await service.stop();
     }
   };
 
@@ -178,20 +165,18 @@ try {
     process.stderr.write(`\nbench:offload: ${labels[variant]}: ${sigtermS} s of signups, SIGTERM at ${sigtermS / 2} s\n`);
     const databaseUrl = await freshDatabase(variant !== 'a');
     const service = await start(variant, databaseUrl, sink.url);
-    cleanups.push(() => stopService(service));
-    const timer = setTimeout(() => service.child.kill('SIGTERM'), (sigtermS * 1000) / 2);
-    const load = await runLoad({ target: service.url, connections, durationS: sigtermS, prefix: `sig${variant}`, progress: false });
+    const timer = setTimeout(() => service.kill('SIGTERM'), (sigtermS * 1000) / 2);
+    const { accepted } = await runSignups(cleanup, { targets: [service.url], concurrency: connections, maxDurationMs: sigtermS * 1000, requestTimeoutMs: 30_000, prefix: `sig${variant}` }, { quiet: true });
     clearTimeout(timer);
     const exit = exitCodeOf(await Promise.race([service.exited, sleep(45_000).then(() => ({ code: null, signal: null }))]));
-    let successor: Service | undefined;
+    let successor: ServiceProcess | undefined;
     if (variant === 'a') {
       // What a redeploy does: the next instance sends whatever the outbox still holds.
       successor = await start('a', databaseUrl, sink.url);
-      cleanups.push(() => stopService(successor!));
     }
-    const delivery = await awaitDelivery(sink, load.accepted, Date.now(), variant === 'a' ? drainTimeoutMs : 5_000);
-    if (successor) await stopService(successor);
-    return { accepted: load.accepted.size, delivered: delivery.delivered, lost: delivery.lost, exit, successor: successor !== undefined };
+    const delivery = await awaitDelivery(sink, accepted, Date.now(), variant === 'a' ? drainTimeoutMs : 5_000);
+    if (successor) await successor.stop();
+    return { accepted: accepted.size, delivered: delivery.delivered, lost: delivery.lost, exit, successor: successor !== undefined };
   };
 
   /**
@@ -214,12 +199,12 @@ try {
     const service = await start('baseline', databaseUrl, silentUrl, { MAIL_MAX_IN_FLIGHT: '1', MAIL_SEND_TIMEOUT_MS: '600000', SHUTDOWN_TIMEOUT_MS: '1000' });
     try {
       const before = await scrape(service.url);
-      const load = await runLoad({ target: service.url, connections, durationS, prefix: 'base', progress: true });
+      const { summary, accepted } = await runSignups(cleanup, { targets: [service.url], concurrency: connections, maxDurationMs: durationS * 1000, requestTimeoutMs: 30_000, prefix: 'base' });
       const after = await scrape(service.url);
       const cpu = cpuOf(after, before);
-      return { cpuPerSignupMs: (cpu * 1000) / load.accepted.size, accepted: load.accepted.size, rps: load.result.requests.total / load.result.duration };
+      return { cpuPerSignupMs: (cpu * 1000) / accepted.size, accepted: accepted.size, rps: summary.requestsPerSecond };
     } finally {
-      await stopService(service);
+      await service.stop();
       for (const socket of sockets) socket.destroy();
       silent.close();
     }
@@ -275,13 +260,11 @@ try {
       duplicates: a.duplicates,
     })}\n`,
   );
-  await cleanup();
   // The service must lose nothing, in the throughput run or on SIGTERM; (b)/(c) are the comparison.
-  process.exit(a.lost > 0 || terminated.a.lost > 0 ? 1 : 0);
+  await finish(cleanup, a.lost > 0 || terminated.a.lost > 0 ? 1 : 0);
 } catch (error) {
   process.stderr.write(`bench:offload: ${error instanceof Error ? error.stack : String(error)}\n`);
-  await cleanup();
-  process.exit(2);
+  await finish(cleanup, 2);
 }
 
 function scaled(seconds: number | undefined): number | undefined {

@@ -1,33 +1,19 @@
 // bench:mail's load generator for part 3, in its own process so that its CPU and its event
-// loop are not the API thread's: COUNT signups over real HTTP with CONCURRENCY requests at a
-// time (keep-alive), each with a unique address. Reports the run's duration and latencies.
-const url = process.env.TARGET_URL!;
-const count = Number(process.env.COUNT ?? 2000);
-const concurrency = Number(process.env.CONCURRENCY ?? 32);
-const prefix = process.env.PREFIX ?? `load-${process.pid}`;
+// loop are not the API thread's: COUNT signups (the kit's load generator) to TARGET_URL with
+// CONCURRENCY requests at a time, each with a unique address. Reports the run's duration and
+// latencies to the parent.
+import { startSignupLoad, summarize } from '../test/support/load.js';
+import { CleanupStack } from '../test/support/scope.js';
 
-const latencies: number[] = [];
-const statuses = new Map<number, number>();
-let next = 0;
-
-async function client(): Promise<void> {
-  while (next < count) {
-    const i = next++;
-    const started = performance.now();
-    const response = await fetch(`${url}/v1/users`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ name: `Load User ${i}`, email: `${prefix}-${i}@example.com`, password: 'pa55word1234' }),
-    });
-    await response.arrayBuffer();
-    latencies.push(performance.now() - started);
-    statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
-  }
-}
-
-const started = performance.now();
-await Promise.all(Array.from({ length: concurrency }, client));
-const durationMs = performance.now() - started;
-latencies.sort((a, b) => a - b);
-const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]!;
-process.send!({ durationMs, p50Ms: at(0.5), p99Ms: at(0.99), statuses: Object.fromEntries(statuses) }, () => process.exit(0));
+const cleanup = new CleanupStack();
+const load = startSignupLoad(cleanup, {
+  targets: [process.env.TARGET_URL!],
+  count: Number(process.env.COUNT ?? 2000),
+  concurrency: Number(process.env.CONCURRENCY ?? 32),
+  requestTimeoutMs: 30_000,
+  prefix: process.env.PREFIX ?? `load-${process.pid}`,
+});
+await load.done;
+await cleanup.run();
+const summary = summarize(load.outcomes);
+process.send!({ durationMs: summary.durationMs, p50Ms: summary.latencyMs.p50, p99Ms: summary.latencyMs.p99, statuses: summary.byStatus }, () => process.exit(0));

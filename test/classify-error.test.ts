@@ -5,17 +5,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { FailedResult, MailResult, WorkerSettings } from '../src/mail/contract.js';
 import { classifySendError } from '../workers/classify-error.js';
 import { createBatchSender } from '../workers/send-batch.js';
+import { closeAtEnd, file } from './support/index.js';
 
-const servers: SMTPServer[] = [];
-after(async () => {
-  await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
-});
 
 /** An error for an smtp-server callback: its responseCode is the reply code on the wire. */
 function reply(code: number, text: string): Error {
@@ -23,9 +20,11 @@ function reply(code: number, text: string): Error {
 }
 
 /**
- * A real SMTP server on loopback. Enhanced status codes are written into the reply texts
- * ourselves (hideENHANCEDSTATUSCODES), so the wire carries exactly what a provider would send,
- * such as "535 5.7.8 Authentication credentials invalid".
+ * A real SMTP server on loopback, closed when the file ends. Not the kit's sink: each case
+ * refuses at its own step (greeting, EHLO, AUTH, MAIL FROM…) through smtp-server's own hooks.
+ * Enhanced status codes are written into the reply texts ourselves (hideENHANCEDSTATUSCODES),
+ * so the wire carries exactly what a provider would send, such as "535 5.7.8 Authentication
+ * credentials invalid".
  */
 async function smtpServer(options: SMTPServerOptions): Promise<number> {
   const server = new SMTPServer({
@@ -39,7 +38,7 @@ async function smtpServer(options: SMTPServerOptions): Promise<number> {
     ...options,
   });
   server.on('error', () => undefined);
-  servers.push(server);
+  closeAtEnd(file, () => new Promise<void>((resolve) => server.close(() => resolve())));
   server.listen(0, '127.0.0.1');
   await once(server.server, 'listening');
   return (server.server.address() as { port: number }).port;

@@ -5,16 +5,16 @@
 // when two run together.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { simpleParser } from 'mailparser';
 import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { createTestDatabase, postJson, projectRoot, startService, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
+import { closeAtEnd, createTestDatabase, file, postJson, projectRoot, startTestService, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
 
 // ---------------------------------------------------------------------------------------
 // loadConfig, in-process
@@ -76,7 +76,7 @@ describe('loadConfig', () => {
     assertConfigError({ PORT: '4001', HOST: '0.0.0.0', LOG_LEVEL: 'debug', SHUTDOWN_TIMEOUT_MS: '-5' }, 'SHUTDOWN_TIMEOUT_MS');
   });
 
-  test('the defaults are the ones in DESIGN.md', () => {
+  test('the defaults are the documented ones', () => {
     const config = loadConfig({});
     assert.equal(config.port, 4000);
     assert.equal(config.host, '127.0.0.1');
@@ -145,26 +145,8 @@ describe('loadConfig', () => {
 // ---------------------------------------------------------------------------------------
 // The compiled service as a child process
 
-const started: ServiceProcess[] = [];
-const tempDirs: string[] = [];
-
-after(async () => {
-  // Nothing may outlive the file: stop any service a failed test left running.
-  for (const service of started) {
-    if (service.child.exitCode === null && service.child.signalCode === null) {
-      service.kill('SIGINT');
-      await Promise.race([service.exited, new Promise((resolve) => setTimeout(resolve, 15_000).unref())]);
-      if (service.child.exitCode === null && service.child.signalCode === null) service.kill('SIGKILL');
-    }
-  }
-  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
-});
-
-async function launch(env: Record<string, string | undefined>, waitReady: boolean) {
-  const service = await startService(env, { waitReady });
-  started.push(service);
-  return service;
-}
+/** A service for this file: whatever a failed test leaves running is stopped at its end. */
+const launch = (env: Record<string, string | undefined>, waitReady: boolean) => startTestService(file, env, { waitReady });
 
 /** Runs the service until it exits by itself (a boot that must fail) and returns its output. */
 async function bootFailure(env: Record<string, string | undefined>) {
@@ -229,10 +211,8 @@ describe('boot with an invalid environment', () => {
 });
 
 describe('embedded PostgreSQL under DATA_DIR', () => {
-  const root = mkdtempSync(path.join(tmpdir(), 'mailoffload-boot-'));
-  tempDirs.push(root);
-  // mkdtemp makes the folder 0700; as root the `postgres` user must be able to enter it.
-  chmodSync(root, 0o755);
+  // Open to the `postgres` user, who runs PostgreSQL when we are root.
+  const root = tempDir(file, 'boot');
   const dataDir = path.join(root, 'data');
   const mailbox = path.join(dataDir, 'mailbox');
   const email = uniqueEmail('embedded');
@@ -255,7 +235,7 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
     const t0 = Date.now();
     const service = await launch({ DATA_DIR: dataDir }, true);
     const bootMs = Date.now() - t0;
-    // DESIGN's "answers within 20 s" on a fresh clone (initdb included).
+    // A fresh clone answers within 20 s (initdb included).
     assert.ok(bootMs < 20_000, `booted in ${bootMs} ms`);
 
     const health = await fetch(`${service.url}/v1/healthcheck`);
@@ -321,8 +301,8 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
   // Only as root (as CI runs) does PostgreSQL run as another user who can be shut out; as a
   // normal user the folders are the user's own, so there is nothing to check.
   if (process.getuid?.() === 0) test('as root, a DATA_DIR under a folder the postgres user cannot enter fails naming that folder', async () => {
-    const closed = mkdtempSync(path.join(tmpdir(), 'mailoffload-closed-'));
-    tempDirs.push(closed);
+    // 0700, as mkdtemp makes it: the `postgres` user cannot enter.
+    const closed = tempDir(file, 'closed', 0o700);
     assert.equal(readdirSync(closed).length, 0);
     const { exit, all } = await bootFailure({ DATA_DIR: path.join(closed, 'data') });
     assert.equal(exit.code, 1);
@@ -346,20 +326,20 @@ function runMigrate(databaseUrl: string): Promise<{ code: number; stdout: string
 }
 
 describe('a boot that fails after the embedded PostgreSQL started', () => {
-  test('exits 1 with a plain stderr line and stops the PostgreSQL it started', async () => {
-    const root = mkdtempSync(path.join(tmpdir(), 'mailoffload-bootfail-'));
-    tempDirs.push(root);
-    chmodSync(root, 0o755);
+  test('exits 1 with a plain stderr line and stops the PostgreSQL it started', async (t) => {
+    const root = tempDir(t, 'bootfail');
     const dataDir = path.join(root, 'data');
     // A `users` table the migrations did not create makes 001_users fail after PostgreSQL is up.
     const embedded = await startEmbeddedPostgres(dataDir, createLogger('silent'));
+    // Stopped below; and whatever fails before that, at the end of the test (stop() is idempotent).
+    closeAtEnd(t, () => embedded.stop());
     const client = new pg.Client({ connectionString: embedded.url });
     await client.connect();
     await client.query('CREATE TABLE users (id int)');
     await client.end();
     await embedded.stop();
 
-    const service = await startService({ DATA_DIR: dataDir }, { waitReady: false });
+    const service = await launch({ DATA_DIR: dataDir }, false);
     const exit = await service.exited;
     assert.equal(exit.code, 1);
     const stderr = service.stderr.join('');
@@ -371,28 +351,24 @@ describe('a boot that fails after the embedded PostgreSQL started', () => {
 });
 
 describe('npm run migrate', () => {
-  test('two runs together on a fresh database apply each migration once; a third finds it up to date', async () => {
-    const db = await createTestDatabase();
-    try {
-      const files = readdirSync(path.join(projectRoot, 'migrations')).filter((name) => name.endsWith('.sql'));
-      assert.ok(files.length >= 3);
-      const [a, b] = await Promise.all([runMigrate(db.url), runMigrate(db.url)]);
-      assert.equal(a.code, 0, a.stderr);
-      assert.equal(b.code, 0, b.stderr);
-      const { rows } = await db.pool.query('SELECT name FROM pgmigrations ORDER BY run_on, id');
-      assert.deepEqual(rows.map((row) => `${row.name}.sql`).sort(), [...files].sort(), 'each file recorded exactly once');
-      const tables = await db.pool.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
-      for (const table of ['email_outbox', 'pgmigrations', 'tokens', 'users']) {
-        assert.ok(tables.rows.some((row) => row.tablename === table), `table ${table} exists`);
-      }
-      const third = await runMigrate(db.url);
-      assert.equal(third.code, 0, third.stderr);
-      assert.match(third.stdout, /database is up to date/);
-      assert.equal((await db.pool.query('SELECT count(*)::int AS n FROM pgmigrations')).rows[0].n, files.length);
-      assert.ok(!`${a.stdout}${b.stdout}${third.stdout}`.includes(new URL(db.url).password || '\u0000'), 'no password in its output');
-    } finally {
-      await db.drop();
+  test('two runs together on a fresh database apply each migration once; a third finds it up to date', async (t) => {
+    const db = await createTestDatabase(t);
+    const files = readdirSync(path.join(projectRoot, 'migrations')).filter((name) => name.endsWith('.sql'));
+    assert.ok(files.length >= 3);
+    const [a, b] = await Promise.all([runMigrate(db.url), runMigrate(db.url)]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    const { rows } = await db.pool.query('SELECT name FROM pgmigrations ORDER BY run_on, id');
+    assert.deepEqual(rows.map((row) => `${row.name}.sql`).sort(), [...files].sort(), 'each file recorded exactly once');
+    const tables = await db.pool.query("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename");
+    for (const table of ['email_outbox', 'pgmigrations', 'tokens', 'users']) {
+      assert.ok(tables.rows.some((row) => row.tablename === table), `table ${table} exists`);
     }
+    const third = await runMigrate(db.url);
+    assert.equal(third.code, 0, third.stderr);
+    assert.match(third.stdout, /database is up to date/);
+    assert.equal((await db.pool.query('SELECT count(*)::int AS n FROM pgmigrations')).rows[0].n, files.length);
+    assert.ok(!`${a.stdout}${b.stdout}${third.stdout}`.includes(new URL(db.url).password || '\u0000'), 'no password in its output');
   });
 
   test('an invalid DATABASE_URL: exit code 1 and a message naming the variable', async () => {

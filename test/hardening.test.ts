@@ -1,4 +1,4 @@
-// Abuse resistance (issue 6), each protection proved over real sockets, a real PostgreSQL and a
+// Abuse resistance, each protection proved over real sockets, a real PostgreSQL and a
 // real SMTP server: rate limits and TRUST_PROXY, slowloris, connection and per-socket caps,
 // prototype poisoning, the SMTP transport policy, one recipient per message, constant-ish
 // signup timing and redaction of secrets in every log line.
@@ -6,30 +6,30 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import { Piscina } from 'piscina';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ConfigError, loadConfig } from '../src/config.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import {
   buildTestApp,
   createTestDatabase,
+  file,
+  insertPendingEmail,
+  listen,
   LogCapture,
   projectRoot,
-  startService,
+  startTestService,
   startSmtpSink,
   tokenFrom,
   uniqueEmail,
   waitUntil,
+  type Database,
   type SmtpSink,
-  type TestDatabase,
-} from './helpers.js';
+  type TestApp,
+} from './support/index.js';
 
-type App = Awaited<ReturnType<typeof buildTestApp>>['app'];
-
-let db: TestDatabase;
+let db: Database;
 let smtp: SmtpSink;
-const apps: App[] = [];
 /** Every log captured in this file: the last test scans them all for secrets. */
 const captures: LogCapture[] = [];
 const childOutput: string[] = [];
@@ -43,26 +43,18 @@ function password(): string {
 }
 
 before(async () => {
-  db = await createTestDatabase();
-  smtp = await startSmtpSink({
+  db = await createTestDatabase(file);
+  smtp = await startSmtpSink(file, {
     // A permanent SMTP failure for bounce-… addresses, so the run includes a failed send.
     reply: (_session, rcpt) => (rcpt.some((address) => address.startsWith('bounce-')) ? 550 : undefined),
   });
 });
 
-after(async () => {
-  for (const app of apps) await app.close();
-  await smtp.stop();
-  await db.drop();
-});
-
-async function listeningApp(env: Record<string, string | undefined>): Promise<{ app: App; url: string; port: number; logs: LogCapture }> {
-  const { app, logs } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_WORKERS: '1', ...env });
-  apps.push(app);
+/** An app on a loopback port, open until the end of the file (some tests share one). */
+async function listeningApp(env: Record<string, string | undefined>): Promise<{ app: TestApp; url: string; port: number; logs: LogCapture }> {
+  const { app, logs } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_WORKERS: '1', ...env });
   captures.push(logs);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const port = (app.server.address() as net.AddressInfo).port;
-  return { app, url: `http://127.0.0.1:${port}`, port, logs };
+  return { app, logs, ...(await listen(app)) };
 }
 
 async function signup(url: string, body: Record<string, unknown>, headers: Record<string, string> = {}) {
@@ -155,10 +147,10 @@ test('the hardening variables are validated with one-line errors', () => {
   assert.equal(loadConfig({ ...base, SMTP_URL: 'smtp://localhost:2525' }).smtpRequireTls, false);
 });
 
-test('the service refuses to start with SMTP credentials over plain smtp:// to a non-loopback host', async () => {
+test('the service refuses to start with SMTP credentials over plain smtp:// to a non-loopback host', async (t) => {
   const smtpSecret = 'hunter2-child-secret';
   secrets.add(smtpSecret);
-  const service = await startService({ DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587` }, { waitReady: false });
+  const service = await startTestService(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587` }, { waitReady: false });
   const exit = await service.exited;
   const stderr = service.stderr.join('');
   childOutput.push(stderr, ...service.logs.map((line) => JSON.stringify(line)));
@@ -216,7 +208,7 @@ function rawSocket(port: number) {
   };
 }
 
-let hostile: { app: App; url: string; port: number };
+let hostile: { app: TestApp; url: string; port: number };
 
 test('a client sending one header byte per second is cut off within the header timeout', async () => {
   hostile = await listeningApp({ MAX_REQUESTS_PER_SOCKET: '3' });
@@ -363,56 +355,33 @@ test('a name or email containing "\\r\\nBcc:" never adds a recipient (the worker
   assert.ok(!smtp.received.some((received) => received.envelopeTo.includes(attacker)));
 });
 
-/** A loopback SMTP server that only counts the messages it accepts. */
-async function countingSmtpServer(options: SMTPServerOptions): Promise<{ server: SMTPServer; port: number; delivered: () => number }> {
-  let count = 0;
-  const server = new SMTPServer({ ...options, disableReverseLookup: true, logger: false, onData(stream, _session, callback) {
-    stream.resume();
-    stream.on('end', () => {
-      count++;
-      callback();
-    });
-  } });
-  server.on('error', () => undefined);
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  return { server, port: (server.server.address() as net.AddressInfo).port, delivered: () => count };
-}
-
-test('smtps:// verifies the server certificate: a self-signed server gets nothing', async () => {
+test('smtps:// verifies the server certificate: a self-signed server gets nothing', async (t) => {
   // smtp-server's built-in certificate is self-signed.
-  const { server, port, delivered } = await countingSmtpServer({ secure: true, authOptional: true });
-  try {
-    const config = loadConfig({ MAIL_WORKERS: '1', SMTP_URL: `smtps://127.0.0.1:${port}` });
-    const [result] = await runWorker(workerSettings(config.smtpUrl!, { requireTls: config.smtpRequireTls }), [job('Tess', uniqueEmail('tls'))]);
-    assert.equal(result!.status, 'failed');
-    assert.match(result!.status === 'failed' ? result!.message : '', /certificate/i);
-    assert.equal(delivered(), 0);
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
+  const tls = await startSmtpSink(t, { server: { secure: true, disabledCommands: [] } });
+  const config = loadConfig({ MAIL_WORKERS: '1', SMTP_URL: `smtps://127.0.0.1:${tls.port}` });
+  const [result] = await runWorker(workerSettings(config.smtpUrl!, { requireTls: config.smtpRequireTls }), [job('Tess', uniqueEmail('tls'))]);
+  assert.equal(result!.status, 'failed');
+  assert.match(result!.status === 'failed' ? result!.message : '', /certificate/i);
+  assert.equal(tls.accepted, 0);
 });
 
-test('plain smtp:// to a non-loopback host refuses to send without STARTTLS', async () => {
+test('plain smtp:// to a non-loopback host refuses to send without STARTTLS', async (t) => {
   // Traffic here stays on loopback: the policy (which URLs must upgrade) is decided by config,
   // asserted first; then a worker given that policy talks to a loopback server that offers
   // no STARTTLS, which is what a downgraded remote relay looks like.
   assert.equal(loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://smtp.example.com:25' }).smtpRequireTls, true);
   assert.equal(loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://smtp.example.com:25', SMTP_ALLOW_INSECURE: 'true' }).smtpRequireTls, false);
-  const { server, port, delivered } = await countingSmtpServer({ disabledCommands: ['STARTTLS', 'AUTH'], authOptional: true });
-  try {
-    const [refused] = await runWorker(workerSettings(`smtp://127.0.0.1:${port}`, { requireTls: true }), [job('Stan', uniqueEmail('starttls'))]);
-    assert.equal(refused!.status, 'failed');
-    assert.match(refused!.status === 'failed' ? refused!.message : '', /STARTTLS/i);
-    assert.equal(delivered(), 0, 'nothing was sent in clear');
+  // The kit's sink offers neither STARTTLS nor AUTH.
+  const plain = await startSmtpSink(t);
+  const [refused] = await runWorker(workerSettings(plain.url, { requireTls: true }), [job('Stan', uniqueEmail('starttls'))]);
+  assert.equal(refused!.status, 'failed');
+  assert.match(refused!.status === 'failed' ? refused!.message : '', /STARTTLS/i);
+  assert.equal(plain.accepted, 0, 'nothing was sent in clear');
 
-    // With the explicit override the same server is used (opportunistic STARTTLS).
-    const [sent] = await runWorker(workerSettings(`smtp://127.0.0.1:${port}`, { requireTls: false }), [job('Stan', uniqueEmail('starttls'))]);
-    assert.equal(sent!.status, 'sent');
-    assert.equal(delivered(), 1);
-  } finally {
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  }
+  // With the explicit override the same server is used (opportunistic STARTTLS).
+  const [sent] = await runWorker(workerSettings(plain.url, { requireTls: false }), [job('Stan', uniqueEmail('starttls'))]);
+  assert.equal(sent!.status, 'sent');
+  assert.equal(plain.accepted, 1);
 });
 
 // ---------------------------------------------------------------------------------------
@@ -475,11 +444,7 @@ test('a whole run of signups, a duplicate, activations, an SMTP failure and a da
   // sends it, still to one recipient only.
   const crafted = uniqueEmail('crafted');
   const attacker = uniqueEmail('attacker');
-  const { rows } = await db.pool.query<{ id: number }>(
-    `INSERT INTO users (name, email, password_hash) VALUES ($1, $2, 'x') RETURNING id`,
-    [`Mallory\r\nBcc: ${attacker}`, crafted],
-  );
-  await db.pool.query(`INSERT INTO email_outbox (user_id, template, status) VALUES ($1, 'welcome', 'pending')`, [rows[0]!.id]);
+  await insertPendingEmail(db.pool, `Mallory\r\nBcc: ${attacker}`, crafted);
   await waitUntil(() => smtp.to(crafted).length === 1, 10_000, () => 'the swept email with a crafted name');
   assert.deepEqual(smtp.to(crafted)[0]!.envelopeTo, [crafted]);
   assert.equal(smtp.to(crafted)[0]!.parsed.bcc, undefined);

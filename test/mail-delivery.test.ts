@@ -1,21 +1,15 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { buildTestApp, createTestDatabase, startSmtpSink, tokenFrom, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+import { before, test } from 'node:test';
+import { buildTestApp, createTestDatabase, file, startSmtpSink, tokenFrom, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
 
-let db: TestDatabase;
+let db: Database;
 let smtp: SmtpSink;
-let app: Awaited<ReturnType<typeof buildTestApp>>['app'];
+let app: TestApp;
 
 before(async () => {
-  db = await createTestDatabase();
-  smtp = await startSmtpSink();
-  ({ app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
-});
-
-after(async () => {
-  await app.close();
-  await smtp.stop();
-  await db.drop();
+  db = await createTestDatabase(file);
+  smtp = await startSmtpSink(file);
+  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url }));
 });
 
 test('a signup gets a welcome email whose token activates the account', async () => {

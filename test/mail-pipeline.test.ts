@@ -4,43 +4,38 @@
 import assert from 'node:assert/strict';
 import { createHash, createVerify, generateKeyPairSync } from 'node:crypto';
 import { createServer } from 'node:net';
-import { after, before, test } from 'node:test';
-import { buildTestApp, createTestDatabase, startSmtpSink, unique, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+import { before, test, type TestContext } from 'node:test';
+import {
+  buildTestApp,
+  createTestDatabase,
+  describeOutcomes,
+  file,
+  insertPendingEmail,
+  insertPendingEmails,
+  listen,
+  numberedUsers,
+  startSignupLoad,
+  startSmtpSink,
+ 
+  unique,
+  uniqueEmail,
+  waitUntil,
+  type Database,
+  type SmtpSink,
+  type TestApp,
+} from './support/index.js';
 
-type TestApp = Awaited<ReturnType<typeof buildTestApp>>['app'];
-
-const MAIL_FROM = 'Mailoffload <no-reply@mailoffload.test>';
-let db: TestDatabase;
+let db: Database;
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
 });
 
-after(async () => {
-  await db.drop();
-});
-
-/** Opens an app and a sink for one test; both are closed when the test ends, pass or fail. */
-async function withApp(
-  t: { after(fn: () => Promise<void>): void },
-  env: Record<string, string>,
-  sink?: SmtpSink,
-): Promise<{ app: TestApp; smtp: SmtpSink }> {
-  const smtp = sink ?? (await startSmtpSink());
-  const { app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM, ...env });
-  t.after(async () => {
-    await app.close();
-    await smtp.stop();
-  });
+/** Opens an app (and a sink, unless given) for one test; both are closed when the test ends, pass or fail. */
+async function withApp(t: TestContext, env: Record<string, string>, sink?: SmtpSink): Promise<{ app: TestApp; smtp: SmtpSink }> {
+  const smtp = sink ?? (await startSmtpSink(t));
+  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: smtp.url, ...env });
   return { app, smtp };
-}
-
-/** A user and a pending welcome email written straight to the database, as a crashed instance would leave them. */
-async function insertPendingEmail(name: string, email: string): Promise<{ userId: number; outboxId: number }> {
-  const user = await db.pool.query<{ id: number }>("INSERT INTO users (name, email, password_hash) VALUES ($1, $2, 'not-a-hash') RETURNING id", [name, email]);
-  const userId = Number(user.rows[0]!.id);
-  const outbox = await db.pool.query<{ id: number }>("INSERT INTO email_outbox (user_id, template) VALUES ($1, 'welcome') RETURNING id", [userId]);
-  return { userId, outboxId: Number(outbox.rows[0]!.id) };
 }
 
 async function outboxRow(outboxId: number) {
@@ -66,7 +61,7 @@ test('a CR/LF in the name adds no header and no recipient: one envelope recipien
   const { smtp } = await withApp(t, {});
   const email = uniqueEmail('inject');
   // The API rejects control characters, so the row goes in by SQL: the worker must hold anyway.
-  const { outboxId } = await insertPendingEmail('Eve\r\nBcc: evil@example.com', email);
+  const { outboxId } = await insertPendingEmail(db.pool, 'Eve\r\nBcc: evil@example.com', email);
 
   await waitUntil(() => smtp.received.some((mail) => mail.envelopeTo.includes(email)), 10_000, () => `the sweeper's email to ${email}`);
   const mails = smtp.to(email);
@@ -90,7 +85,7 @@ test('a 421 then success is delivered once with attempts = 2; a 550 is dead afte
   const attemptsAt = new Map<string, number>();
   const tempFail = uniqueEmail('greylisted');
   const permFail = uniqueEmail('rejected');
-  const smtp = await startSmtpSink({
+  const smtp = await startSmtpSink(t, {
     reply: (_session, rcpt) => {
       const address = rcpt[0]!;
       const attempt = (attemptsAt.get(address) ?? 0) + 1;
@@ -123,7 +118,7 @@ test('a 421 then success is delivered once with attempts = 2; a 550 is dead afte
   // dead row was due for nothing and no second attempt reached the server.
   for (let round = 0; round < 2; round++) {
     const probe = uniqueEmail('probe');
-    await insertPendingEmail('Probe', probe);
+    await insertPendingEmail(db.pool, 'Probe', probe);
     await waitUntil(() => smtp.to(probe).length === 1, 10_000, () => `the sweeper's email to ${probe}`);
   }
   assert.equal(attemptsAt.get(permFail), 1, 'the 550 was not retried');
@@ -139,12 +134,7 @@ test('an SMTP server that is down for the first seconds gets the email once it i
       probe.close(() => resolve(free));
     });
   });
-  const { app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}`, MAIL_FROM });
-  let smtp: SmtpSink | undefined;
-  t.after(async () => {
-    await app.close();
-    await smtp?.stop();
-  });
+  const { app } = await buildTestApp(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://127.0.0.1:${port}` });
 
   const email = uniqueEmail('patient');
   await signup(app, email);
@@ -156,7 +146,7 @@ test('an SMTP server that is down for the first seconds gets the email once it i
   }, 10_000, () => 'a failed first attempt');
   assert.match((await outboxRow(outboxId)).last_error ?? '', /ECONNECTION|ECONNREFUSED/);
 
-  smtp = await startSmtpSink({}, port);
+  const smtp = await startSmtpSink(t, { port });
   await waitUntil(() => smtp!.to(email).length === 1, 20_000, () => `${email} delivered once the server is up`);
   await waitUntil(async () => (await outboxRow(outboxId)).status === 'sent');
   const row = await outboxRow(outboxId);
@@ -189,12 +179,11 @@ test('2,000 signups with a small in-flight bound: each delivered exactly once, m
   t.after(() => clearInterval(sampler));
 
   const prefix = unique('burst');
-  const emails = Array.from({ length: 2000 }, (_, i) => `${prefix}-${i}@example.com`);
-  let next = 0;
-  const client = async () => {
-    while (next < emails.length) await signup(app, emails[next++]!);
-  };
-  await Promise.all(Array.from({ length: 32 }, client));
+  const { url } = await listen(app);
+  const load = startSignupLoad(t, { targets: [url], concurrency: 32, count: 2000, prefix });
+  await load.done;
+  assert.equal(load.accepted().length, 2000, `every signup accepted (${describeOutcomes(load.outcomes)})`);
+  const emails = load.outcomes.map((outcome) => outcome.email);
 
   await waitUntil(() => smtp.received.length >= emails.length, 60_000, () => `2000 emails, got ${smtp.received.length}`);
   await waitUntil(async () => {
@@ -222,15 +211,7 @@ test('a backlog larger than the in-flight bound drains without waiting for sweep
   // 300 due rows, room for 20 at a time, and a sweep interval of a minute: only a sweeper that
   // claims again as soon as the dispatcher has room can deliver them all within the deadline.
   const prefix = unique('backlog');
-  await db.pool.query(
-    `WITH new_users AS (
-       INSERT INTO users (name, email, password_hash)
-       SELECT 'Backlog ' || g, $1 || '-' || g || '@example.com', 'not-a-hash' FROM generate_series(1, 300) AS g
-       RETURNING id
-     )
-     INSERT INTO email_outbox (user_id, template) SELECT id, 'welcome' FROM new_users`,
-    [prefix],
-  );
+  await insertPendingEmails(db.pool, numberedUsers(prefix, 300, 'Backlog'));
   const { smtp, app } = await withApp(t, { MAIL_MAX_IN_FLIGHT: '20', MAIL_BATCH_SIZE: '4', SWEEP_INTERVAL_MS: '60000' });
   let maxInFlight = 0;
   const sampler = setInterval(() => (maxInFlight = Math.max(maxInFlight, app.mailer.inFlight)), 2);
@@ -244,7 +225,7 @@ test('a backlog larger than the in-flight bound drains without waiting for sweep
 });
 
 test('a worker thread that dies mid-task is replaced and its email is retried and delivered', async (t) => {
-  const smtp = await startSmtpSink({ latencyMs: 1000 });
+  const smtp = await startSmtpSink(t, { latencyMs: 1000 });
   const { app } = await withApp(t, { MAIL_WORKERS: '1' }, smtp);
   const { pool } = app.mailer.internals;
   const [original] = pool.threads;

@@ -1,27 +1,20 @@
 // GET /metrics: the names operators watch are there, with values that follow what happened:
 // a delivered signup, a permanent failure (dead) and a temporary one (retried).
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { Scrape } from '../bench/prom.js';
-import { buildTestApp, createTestDatabase, startSmtpSink, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+import { before, test } from 'node:test';
+import { buildTestApp, createTestDatabase, file, Scrape, startSmtpSink, uniqueEmail, waitUntil, type Database, type SmtpSink, type TestApp } from './support/index.js';
 
-let db: TestDatabase;
+let db: Database;
 let smtp: SmtpSink;
-let app: Awaited<ReturnType<typeof buildTestApp>>['app'];
+let app: TestApp;
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
   // Addresses starting with "perm" get 550 (permanent), "temp" get 451 (temporary).
-  smtp = await startSmtpSink({
+  smtp = await startSmtpSink(file, {
     reply: (_session, rcpt) => (rcpt.some((r) => r.startsWith('perm')) ? 550 : rcpt.some((r) => r.startsWith('temp')) ? 451 : undefined),
   });
-  ({ app } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>', MAIL_MAX_ATTEMPTS: '3' }));
-});
-
-after(async () => {
-  await app.close();
-  await smtp.stop();
-  await db.drop();
+  ({ app } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_MAX_ATTEMPTS: '3' }));
 });
 
 async function metrics(): Promise<Scrape> {

@@ -3,16 +3,27 @@
 // DATABASE_URL) with the built service running and then stopped.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { isAlive } from '../src/db/embedded-postgres.js';
 import { runMigrations } from '../src/db/migrations.js';
 import { createLogger } from '../src/logger.js';
-import { ChildScope, createTestDatabase, postJson, projectRoot, uniqueEmail, waitUntil, type TestDatabase } from './helpers.js';
-import { seedEmail } from './outbox-rows.js';
+import {
+  closeAtEnd,
+  createTestDatabase,
+  postJson,
+  projectRoot,
+  seedEmail,
+  startSmtpSink,
+  startTestService,
+  tempDir,
+  uniqueEmail,
+  waitUntil,
+  type Database,
+} from './support/index.js';
 
 const entry = path.join(projectRoot, 'dist/scripts/outbox.js');
 const PREFIX = 'mailoffload outbox: ';
@@ -68,14 +79,13 @@ function assertOneLineFailure(run: Run, what: string): string {
   return lines[0]!;
 }
 
-async function migratedDatabase(t: { after(fn: () => Promise<void>): void }): Promise<TestDatabase> {
-  const db = await createTestDatabase();
-  t.after(() => db.drop());
+async function migratedDatabase(t: TestContext): Promise<Database> {
+  const db = await createTestDatabase(t);
   await runMigrations(db.url, createLogger('silent'));
   return db;
 }
 
-async function snapshot(db: TestDatabase): Promise<unknown[]> {
+async function snapshot(db: Database): Promise<unknown[]> {
   const { rows } = await db.pool.query('SELECT id, status, attempts, next_attempt_at, updated_at, last_error, lease_owner FROM email_outbox ORDER BY id');
   return rows;
 }
@@ -225,8 +235,7 @@ test('an unreachable database, a wrong password, an unmigrated database, a bad e
   assert.match(denied, /cannot reach the database at .*password authentication failed/);
   for (const line of [refused, denied]) assert.equal(line.includes(secret), false, 'the password is never printed');
 
-  const empty = await createTestDatabase();
-  t.after(() => empty.drop());
+  const empty = await createTestDatabase(t);
   const unmigrated = assertOneLineFailure(await outbox(['stats'], { DATABASE_URL: empty.url }), 'unmigrated database');
   assert.match(unmigrated, /lacks the current outbox schema: run npm run migrate/);
 
@@ -244,21 +253,21 @@ test('an unreachable database, a wrong password, an unmigrated database, a bad e
 // ---------------------------------------------------------------------------------------
 // The embedded default: no DATABASE_URL, the service's DATA_DIR
 
-const dataDirs: string[] = [];
-const scope = new ChildScope();
-after(async () => {
-  await scope.cleanup();
-  // A service killed by the cleanup leaves its PostgreSQL (own process group) behind.
-  for (const dir of dataDirs) {
+/**
+ * A DATA_DIR for the embedded default, removed at the end of the test; a service killed by a
+ * failed test leaves its PostgreSQL (its own process group) behind, so that is stopped first.
+ */
+function embeddedDataDir(t: TestContext): string {
+  const dir = tempDir(t, 'outbox');
+  closeAtEnd(t, async () => {
     const pidFile = path.join(dir, 'pg', 'postmaster.pid');
-    if (existsSync(pidFile)) {
-      const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
-      if (isAlive(pid)) process.kill(pid, 'SIGINT');
-      await waitUntil(() => !isAlive(pid), 30_000, () => `PostgreSQL ${pid} to stop`).catch(() => undefined);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+    if (!existsSync(pidFile)) return;
+    const pid = Number.parseInt(readFileSync(pidFile, 'utf8'), 10);
+    if (isAlive(pid)) process.kill(pid, 'SIGINT');
+    await waitUntil(() => !isAlive(pid), 30_000, () => `PostgreSQL ${pid} to stop`).catch(() => undefined);
+  });
+  return dir;
+}
 
 function assertNothingLeftRunning(dataDir: string): void {
   assert.equal(existsSync(path.join(dataDir, 'instance.pid')), false, 'DATA_DIR is free again');
@@ -266,16 +275,13 @@ function assertNothingLeftRunning(dataDir: string): void {
   assert.equal(existsSync(path.join(dataDir, 'pg', 'postmaster.pid')), false, 'the PostgreSQL started for the command was stopped');
 }
 
-test('every command against the embedded default, with the service running and then stopped', async () => {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-outbox-'));
-  // mkdtemp makes the folder 0700; as root the `postgres` user must be able to enter it.
-  chmodSync(dataDir, 0o755);
-  dataDirs.push(dataDir);
+test('every command against the embedded default, with the service running and then stopped', async (t) => {
+  const dataDir = embeddedDataDir(t);
   const env = { DATA_DIR: dataDir };
   const refusing = new Set<string>();
-  const smtp = await scope.sink({ reply: (_session, rcpt) => (rcpt.some((address) => refusing.has(address)) ? 550 : undefined) });
+  const smtp = await startSmtpSink(t, { reply: (_session, rcpt) => (rcpt.some((address) => refusing.has(address)) ? 550 : undefined) });
   const serviceEnv = { DATA_DIR: dataDir, SMTP_URL: smtp.url };
-  let service = await scope.service(serviceEnv);
+  let service = await startTestService(t, serviceEnv);
 
   const signUp = async (email: string) => {
     const response = await postJson(service.url, '/v1/users', { name: 'Outbox Test', email, password: 'pa55word-long' });
@@ -307,7 +313,7 @@ test('every command against the embedded default, with the service running and t
   refusing.add(bounce1);
   await signUp(ok);
   await signUp(bounce1);
-  await smtp.waitForCount(1);
+  await waitUntil(() => smtp.accepted >= 1, 20_000, () => 'the first email accepted');
   await waitForCounts({ sent: 1, dead: 1, pending: 0, sending: 0 });
   const stats = await outboxJson(['stats'], env);
   assert.equal(stats.deadByReason.length, 1);
@@ -368,7 +374,7 @@ test('every command against the embedded default, with the service running and t
 
   // --- started again, the service sends what was requeued while it was stopped
   refusing.clear();
-  service = await scope.service(serviceEnv);
+  service = await startTestService(t, serviceEnv);
   await waitUntil(() => smtp.to(bounce3).length === 1, 30_000, () => 'the email requeued while stopped, delivered after the restart');
   await waitForCounts({ pending: 0, sent: 3, dead: 0 });
   assert.equal(smtp.to(bounce4).length, 0, 'the purged email is gone for good');

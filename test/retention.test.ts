@@ -1,26 +1,21 @@
 // Retention against a real PostgreSQL: old `sent` rows and expired tokens go, in batches, one
 // instance at a time; everything else stays.
 import assert from 'node:assert/strict';
-import { after, before, beforeEach, test } from 'node:test';
+import { before, beforeEach, test } from 'node:test';
 import pg from 'pg';
 import { runMigrations } from '../src/db/migrations.js';
 import { tryLockRetention, unlockRetention } from '../src/db/retention.js';
 import { createLogger } from '../src/logger.js';
 import { Retention } from '../src/mail/retention.js';
-import { createTestDatabase, LogCapture, waitUntil, type TestDatabase } from './helpers.js';
-import { outboxIds, seedEmail, seedToken, tokenHashes } from './outbox-rows.js';
+import { createTestDatabase, file, LogCapture, outboxIds, seedEmail, seedToken, tokenHashes, waitUntil, type Database } from './support/index.js';
 
-let db: TestDatabase;
+let db: Database;
 const logs = new LogCapture();
 const log = createLogger('debug', logs);
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
   await runMigrations(db.url, createLogger('silent'));
-});
-
-after(async () => {
-  await db.drop();
 });
 
 beforeEach(async () => {

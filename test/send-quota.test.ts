@@ -4,14 +4,29 @@
 // per second and, in one test, throttles above a rate as Amazon SES does.
 import assert from 'node:assert/strict';
 import { setPriority } from 'node:os';
-import { after, before, test } from 'node:test';
-import { ChildScope, createTestDatabase, postJson, unique, waitUntil, type ReceivedMail, type ServiceProcess, type TestDatabase } from './helpers.js';
+import { before, test, type TestContext } from 'node:test';
+import {
+  createTestDatabase,
+  file,
+  insertPendingEmails,
+  numberedUsers,
+  postJson,
+  startSmtpSink,
+  startTestService,
+  unique,
+  waitUntil,
+  type Database,
+  type ReceivedMail,
+  type ServiceProcess,
+} from './support/index.js';
 
-let db: TestDatabase;
-const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
+let db: Database;
+
+/** A service on this file's database, stopped when the test ends (a failed test leaves none sending). */
+const service = (t: TestContext, env: Record<string, string>) => startTestService(t, { DATABASE_URL: db.url, ...env });
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
   // This process is also the SMTP server whose clock measures the rate: on two cores shared
   // with three services and PostgreSQL, a starved server would read a steady rate as bursts
   // (messages sent during a stall all time-stamped when it ends). Run it ahead of them.
@@ -20,11 +35,6 @@ before(async () => {
   } catch {
     // Not permitted (not root): the measurement is noisier, the bounds are the same.
   }
-});
-
-after(async () => {
-  await children.cleanup();
-  await db.drop();
 });
 
 /** The most messages accepted in any one-second window, and the average rate from first to last. */
@@ -42,16 +52,9 @@ function rates(mails: readonly ReceivedMail[]): { maxPerSecond: number; average:
 
 /** `count` pending outbox rows (users included), due now: a backlog the sweepers take. */
 async function insertPending(prefix: string, count: number): Promise<string[]> {
-  await db.pool.query(
-    `WITH new_users AS (
-       INSERT INTO users (name, email, password_hash)
-       SELECT 'Quota ' || g, $1 || '-' || g || '@example.com', 'not-a-hash' FROM generate_series(1, $2::int) AS g
-       RETURNING id
-     )
-     INSERT INTO email_outbox (user_id, template) SELECT id, 'welcome' FROM new_users`,
-    [prefix, count],
-  );
-  return Array.from({ length: count }, (_, i) => `${prefix}-${i + 1}@example.com`);
+  const users = numberedUsers(prefix, count, 'Quota');
+  await insertPendingEmails(db.pool, users);
+  return users.map((user) => user.email);
 }
 
 function exactlyOnce(mails: readonly ReceivedMail[], emails: readonly string[]): string[] {
@@ -65,14 +68,6 @@ async function stopAll(services: readonly ServiceProcess[]): Promise<void> {
   for (const svc of services) assert.equal((await svc.exited).code, 0);
 }
 
-/** Services of a test that failed half-way must not go on sending into the next test's rows. */
-function killOnFailure(services: readonly ServiceProcess[]) {
-  return async () => {
-    for (const svc of services) if (svc.child.exitCode === null && svc.child.signalCode === null) svc.kill('SIGKILL');
-    await Promise.all(services.map((svc) => svc.exited));
-  };
-}
-
 async function metric(svc: ServiceProcess, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${svc.port}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `));
@@ -81,10 +76,9 @@ async function metric(svc: ServiceProcess, name: string): Promise<number> {
 }
 
 test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over 115 %, the burst at 85 % or more, each email once', async (t) => {
-  const smtp = await children.sink();
+  const smtp = await startSmtpSink(t);
   const env = { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '40', MAIL_WORKERS: '1' };
-  const services = await Promise.all([children.service(env), children.service(env), children.service(env)]);
-  t.after(killOnFailure(services));
+  const services = await Promise.all([service(t, env), service(t, env), service(t, env)]);
   const prefix = unique('quota');
   const emails = Array.from({ length: 600 }, (_, i) => `${prefix}-${i}@example.com`);
   // 600 signups spread over the three instances, two at a time each (more would stall this
@@ -118,7 +112,7 @@ test('a provider that throttles above 30/s, no rate configured: at most 25 % of 
   const accepted: number[] = [];
   let dataCommands = 0;
   let throttled = 0;
-  const smtp = await children.sink({
+  const smtp = await startSmtpSink(t, {
     reply: () => {
       dataCommands++;
       const now = Date.now();
@@ -133,8 +127,7 @@ test('a provider that throttles above 30/s, no rate configured: at most 25 % of 
   });
   const env = { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '0', MAIL_RETRY_BASE_MS: '200' };
   const emails = await insertPending(unique('throttle'), 400);
-  const services = [await children.service(env), await children.service(env)];
-  t.after(killOnFailure(services));
+  const services = [await service(t, env), await service(t, env)];
   await waitUntil(() => smtp.received.length >= emails.length, 60_000, () => `400 emails, got ${smtp.received.length}`);
 
   const share = throttled / dataCommands;
@@ -148,18 +141,16 @@ test('a provider that throttles above 30/s, no rate configured: at most 25 % of 
 });
 
 test('a restart with a different rate takes the new rate', async (t) => {
-  const smtp = await children.sink();
+  const smtp = await startSmtpSink(t);
   const slow = await insertPending(unique('rate-10'), 30);
-  const first = await children.service({ SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '10' });
-  t.after(killOnFailure([first]));
+  const first = await service(t, { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '10' });
   await waitUntil(() => slow.every((email) => smtp.to(email).length === 1), 20_000, () => '30 emails at 10/s');
   const atTen = rates(smtp.received.filter((mail) => slow.includes(mail.envelopeTo[0]!)));
   assert.equal(await metric(first, 'mailoffload_send_rate_effective'), 10);
   await stopAll([first]);
 
   const fast = await insertPending(unique('rate-100'), 30);
-  const second = await children.service({ SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '100' });
-  t.after(killOnFailure([second]));
+  const second = await service(t, { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '100' });
   await waitUntil(() => fast.every((email) => smtp.to(email).length === 1), 20_000, () => '30 emails at 100/s');
   const atHundred = rates(smtp.received.filter((mail) => fast.includes(mail.envelopeTo[0]!)));
   assert.equal(await metric(second, 'mailoffload_send_rate_effective'), 100);
@@ -173,10 +164,9 @@ test('a restart with a different rate takes the new rate', async (t) => {
 });
 
 test('rate 0 sends at full speed: no permit is ever waited for and the shared rate stays unlimited', async (t) => {
-  const smtp = await children.sink();
+  const smtp = await startSmtpSink(t);
   const emails = await insertPending(unique('unlimited'), 300);
-  const svc = await children.service({ SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '0' });
-  t.after(killOnFailure([svc]));
+  const svc = await service(t, { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '0' });
   await waitUntil(() => emails.every((email) => smtp.to(email).length === 1), 30_000, () => '300 emails');
   const { maxPerSecond, average } = rates(smtp.received.filter((mail) => emails.includes(mail.envelopeTo[0]!)));
   console.log(`# rate 0: 300 emails at ${average.toFixed(0)}/s (max ${maxPerSecond} in one second)`);

@@ -3,50 +3,30 @@
 // lose the email of any signup it accepted, and must recover without a restart. This file
 // runs its own PostgreSQL (embedded, in a temporary folder) so the test can stop and start it.
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import pg from 'pg';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded-postgres.js';
+import { startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { startService, startSmtpSink, waitUntil, type ServiceProcess, type SmtpSink } from './helpers.js';
-import { describeOutcomes, startSignupLoad, type SignupLoad } from './signup-load.js';
+import { closeAtEnd, describeOutcomes, startSignupLoad, startSmtpSink, startTestService, tempDir, waitUntil } from './support/index.js';
 
 const log = createLogger('warn');
-let dataDir: string | undefined;
-let database: EmbeddedPostgres | undefined;
-let smtp: SmtpSink | undefined;
-let svc: ServiceProcess | undefined;
-let traffic: SignupLoad | undefined;
 
-after(async () => {
-  await traffic?.stop();
-  if (svc && svc.child.exitCode === null && svc.child.signalCode === null) {
-    svc.kill('SIGKILL');
-    await svc.exited;
-  }
-  await smtp?.stop();
-  await database?.stop();
-  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
-});
-
-test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash, no accepted email lost, healthy again by itself', async () => {
-  dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-outage-'));
-  // mkdtemp makes 0700 folders; PostgreSQL runs as the `postgres` user when we are root.
-  chmodSync(dataDir, 0o755);
-  database = await startEmbeddedPostgres(dataDir, log);
+test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash, no accepted email lost, healthy again by itself', async (t) => {
+  // Open to the `postgres` user, who runs PostgreSQL when we are root.
+  const dataDir = tempDir(t, 'outage');
+  // This test stops and restarts the server itself; whichever one runs at the end is stopped.
+  let database = await startEmbeddedPostgres(dataDir, log);
+  closeAtEnd(t, () => database.stop());
   const { url } = database;
   const port = Number(new URL(url).port);
 
-  smtp = await startSmtpSink({ latencyMs: 0 });
+  const smtp = await startSmtpSink(t);
   // The default 60 s lease: a result that could not be recorded during the outage must be
   // recorded by the dispatcher's own retries when the database is back, not by a resend after
   // the lease expires (that would be a duplicate, and a wait far longer than this test allows).
-  svc = await startService({ DATABASE_URL: url, SMTP_URL: smtp.url });
+  const svc = await startTestService(t, { DATABASE_URL: url, SMTP_URL: smtp.url });
   const prefix = `outage-${Date.now().toString(36)}`;
-  traffic = startSignupLoad({ targets: [svc.url], concurrency: 10, maxDurationMs: 40_000, requestTimeoutMs: 10_000, prefix });
-  const load = traffic;
+  const load = startSignupLoad(t, { targets: [svc.url], concurrency: 10, maxDurationMs: 40_000, requestTimeoutMs: 10_000, prefix });
 
   await waitUntil(() => load.accepted().length >= 100, 10_000, () => `100 accepted before the outage (${describeOutcomes(load.outcomes)})`);
   await database.stop();
@@ -79,7 +59,7 @@ test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash,
 
   // Every accepted signup gets its email.
   const accepted = load.accepted();
-  await waitUntil(() => accepted.every((o) => smtp!.to(o.email).length > 0), 45_000, () => `every accepted address mailed (${smtp!.received.length}/${accepted.length})`);
+  await waitUntil(() => accepted.every((o) => smtp.to(o.email).length > 0), 45_000, () => `every accepted address mailed (${smtp.received.length}/${accepted.length})`);
   const check = new pg.Client({ connectionString: url });
   await check.connect();
   try {
@@ -92,9 +72,7 @@ test('PostgreSQL stopped under load and restarted: 503 JSON meanwhile, no crash,
     // A 503 whose INSERT had committed before the connection dropped would show up here.
     const usersWithout202 = rows[0]!.n - accepted.length;
     assert.ok(usersWithout202 >= 0);
-    const copies = new Map<string, number>();
-    for (const mail of smtp.received) for (const to of mail.envelopeTo) copies.set(to, (copies.get(to) ?? 0) + 1);
-    const duplicates = [...copies.values()].filter((n) => n > 1).length;
+    const duplicates = [...smtp.byRecipient.values()].filter((n) => n > 1).length;
     assert.equal(duplicates, 0, 'results sent during the outage were recorded once it ended, not sent again');
 
     assert.equal(svc.child.exitCode, null, 'no restart was needed');

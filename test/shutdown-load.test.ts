@@ -3,47 +3,29 @@
 // SIGTERM while a client sends signups at full speed, and two instances sharing a database.
 // The ledger is per address: what the API answered, and what the SMTP server received.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { before, test, type TestContext } from 'node:test';
 import {
-  ChildScope,
   createTestDatabase,
-  postJson,
-  uniqueEmail,
+  describeOutcomes,
+  file,
+  startTestService,
+  startSignupLoad,
+  startSmtpSink,
   waitUntil,
+  type Database,
   type ServiceProcess,
+  type SignupOutcome,
   type SmtpSink,
-  type TestDatabase,
-} from './helpers.js';
-import { describeOutcomes, startSignupLoad, type SignupLoad, type SignupOutcome } from './signup-load.js';
+} from './support/index.js';
 
-let db: TestDatabase;
-const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
-const loads: SignupLoad[] = [];
+let db: Database;
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
 });
 
-after(async () => {
-  await Promise.all(loads.map((load) => load.stop()));
-  // A failed assertion must not leave a service running.
-  await children.cleanup();
-  await db.drop();
-});
-
-function sink(latencyMs: number): Promise<SmtpSink> {
-  return children.sink({ latencyMs });
-}
-
-function service(env: Record<string, string>): Promise<ServiceProcess> {
-  return children.service(env);
-}
-
-function load(options: Parameters<typeof startSignupLoad>[0]): SignupLoad {
-  const started = startSignupLoad(options);
-  loads.push(started);
-  return started;
-}
+/** The service on this file's database, stopped when the test ends (a failed assertion never leaves it running). */
+const service = (t: TestContext, env: Record<string, string>) => startTestService(t, { DATABASE_URL: db.url, ...env });
 
 async function stop(svc: ServiceProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   svc.kill(signal);
@@ -66,16 +48,9 @@ async function usersWithPrefix(prefix: string): Promise<Set<string>> {
   return new Set(rows.map((row) => row.email));
 }
 
-/** Messages per recipient at the SMTP server. */
-function countsByAddress(smtp: SmtpSink): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const mail of smtp.received) for (const to of mail.envelopeTo) counts.set(to, (counts.get(to) ?? 0) + 1);
-  return counts;
-}
-
 /** Every accepted address got exactly one message, and no other address got any. */
 function assertExactlyOncePerAccepted(smtp: SmtpSink, accepted: readonly SignupOutcome[]): void {
-  const counts = countsByAddress(smtp);
+  const counts = smtp.byRecipient;
   const acceptedSet = new Set(accepted.map((outcome) => outcome.email));
   const missing = [...acceptedSet].filter((email) => !counts.has(email));
   const duplicated = [...counts].filter(([, n]) => n > 1);
@@ -85,23 +60,17 @@ function assertExactlyOncePerAccepted(smtp: SmtpSink, accepted: readonly SignupO
 
 const isConnectionFailure = (outcome: SignupOutcome) => outcome.failure !== undefined && outcome.failure !== 'timeout';
 
-test('SIGKILL with 100 emails in flight: a second instance delivers every one after the lease expires', async () => {
-  const slow = await sink(10_000);
+test('SIGKILL with 100 emails in flight: a second instance delivers every one after the lease expires', async (t) => {
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
   // Short enough to keep the test short, long enough that the first instance cannot re-claim
   // its own rows before the kill.
   const env = { MAIL_LEASE_MS: '5000' };
-  const first = await service({ ...env, SMTP_URL: slow.url });
+  const first = await service(t, { ...env, SMTP_URL: slow.url });
   const prefix = `sigkill-${Date.now().toString(36)}`;
-  const emails = Array.from({ length: 100 }, () => uniqueEmail(prefix));
-  const queue = [...emails];
-  await Promise.all(
-    Array.from({ length: 20 }, async () => {
-      for (let email = queue.shift(); email !== undefined; email = queue.shift()) {
-        const response = await postJson(first.url, '/v1/users', { name: 'Crash Tester', email, password: 'pa55word1234' });
-        assert.equal(response.status, 202, JSON.stringify(response.body));
-      }
-    }),
-  );
+  const signups = startSignupLoad(t, { targets: [first.url], concurrency: 20, count: 100, prefix });
+  await signups.done;
+  assert.equal(signups.accepted().length, 100, `every signup accepted (${describeOutcomes(signups.outcomes)})`);
+  const emails = signups.outcomes.map((outcome) => outcome.email);
   // All 100 are leased to the first instance and held in its memory (pool queue or SMTP socket).
   await waitUntil(async () => (await outboxStatus(prefix)).sending === 100, 5000, () => '100 rows leased');
   const metrics = await (await fetch(`${first.url}/metrics`)).text();
@@ -113,21 +82,21 @@ test('SIGKILL with 100 emails in flight: a second instance delivers every one af
   assert.equal((await first.exited).signal, 'SIGKILL');
   assert.deepEqual(await outboxStatus(prefix), { sending: 100 }, 'nothing was released: the process had no chance');
 
-  const fast = await sink(0);
-  const second = await service({ ...env, SMTP_URL: fast.url });
+  const fast = await startSmtpSink(t);
+  const second = await service(t, { ...env, SMTP_URL: fast.url });
   await waitUntil(() => emails.every((email) => fast.to(email).length > 0), 20_000, () => `all 100 at the second sink (got ${fast.received.length})`);
   const deliveredMs = Date.now() - killedAt;
   await waitUntil(async () => (await outboxStatus(prefix)).sent === 100, 5000, () => 'all 100 rows marked sent');
-  assertExactlyOncePerAccepted(fast, emails.map((email) => ({ email }) as SignupOutcome));
+  assertExactlyOncePerAccepted(fast, signups.accepted());
   await stop(second);
   console.log(`# scenario 3: 100 in flight at SIGKILL; all 100 delivered by the second instance ${deliveredMs} ms after the kill (lease 5000 ms)`);
 });
 
-test('SIGTERM under load: every 202 gets exactly one email, nothing else does, and no request hangs', async () => {
-  const smtp = await sink(50);
+test('SIGTERM under load: every 202 gets exactly one email, nothing else does, and no request hangs', async (t) => {
+  const smtp = await startSmtpSink(t, { latencyMs: 50 });
   const prefix = `sigterm-load-${Date.now().toString(36)}`;
-  const svc = await service({ SMTP_URL: smtp.url });
-  const traffic = load({ targets: [svc.url], concurrency: 20, maxDurationMs: 15_000, requestTimeoutMs: 10_000, prefix });
+  const svc = await service(t, { SMTP_URL: smtp.url });
+  const traffic = startSignupLoad(t, { targets: [svc.url], concurrency: 20, maxDurationMs: 15_000, requestTimeoutMs: 10_000, prefix });
 
   await waitUntil(() => traffic.accepted().length >= 300, 10_000, () => `300 accepted signups (${describeOutcomes(traffic.outcomes)})`);
   const signalledAt = Date.now();
@@ -154,7 +123,7 @@ test('SIGTERM under load: every 202 gets exactly one email, nothing else does, a
 
   // What the clean shutdown left in the outbox (if any: rows deferred by a full pool) goes to the next instance.
   const left = await outboxStatus(prefix);
-  const next = await service({ SMTP_URL: smtp.url });
+  const next = await service(t, { SMTP_URL: smtp.url });
   const accepted = traffic.accepted();
   await waitUntil(() => accepted.every((o) => smtp.to(o.email).length > 0), 30_000, () => `every accepted address mailed (${smtp.received.length}/${accepted.length})`);
   await waitUntil(async () => Object.keys(await outboxStatus(prefix)).join() === 'sent', 10_000, () => 'every row sent');
@@ -175,13 +144,13 @@ test('SIGTERM under load: every 202 gets exactly one email, nothing else does, a
   );
 });
 
-test('two instances on one database under load, one SIGTERMed: every accepted signup delivered once', async () => {
-  const smtp = await sink(20);
+test('two instances on one database under load, one SIGTERMed: every accepted signup delivered once', async (t) => {
+  const smtp = await startSmtpSink(t, { latencyMs: 20 });
   const prefix = `two-instances-${Date.now().toString(36)}`;
   // A small in-flight bound sends part of the signups through the outbox, where both sweepers compete for them.
   const env = { SMTP_URL: smtp.url, MAIL_MAX_IN_FLIGHT: '50' };
-  const [a, b] = await Promise.all([service(env), service(env)]);
-  const traffic = load({ targets: [a!.url, b!.url], concurrency: 20, maxDurationMs: 20_000, requestTimeoutMs: 10_000, prefix });
+  const [a, b] = await Promise.all([service(t, env), service(t, env)]);
+  const traffic = startSignupLoad(t, { targets: [a!.url, b!.url], concurrency: 20, maxDurationMs: 20_000, requestTimeoutMs: 10_000, prefix });
 
   await waitUntil(() => traffic.accepted().length >= 300, 10_000, () => `300 accepted signups (${describeOutcomes(traffic.outcomes)})`);
   a!.kill('SIGTERM');

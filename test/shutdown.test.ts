@@ -3,42 +3,32 @@
 // second signal, idle keep-alive clients and a failing background task.
 // The crash and load scenarios are in shutdown-load.test.ts.
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { before, test, type TestContext } from 'node:test';
 import {
-  ChildScope,
   createTestDatabase,
+  file,
   postJson,
+  startTestService,
+  startSmtpSink,
+  tempDir,
   uniqueEmail,
   waitUntil,
+  type Database,
+  type ServiceOptions,
   type ServiceProcess,
-  type SmtpSink,
-  type TestDatabase,
-} from './helpers.js';
+} from './support/index.js';
 
-let db: TestDatabase;
-const children = new ChildScope(() => ({ DATABASE_URL: db.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
+let db: Database;
 
 before(async () => {
-  db = await createTestDatabase();
+  db = await createTestDatabase(file);
 });
 
-after(async () => {
-  // A failed assertion must not leave a service running.
-  await children.cleanup();
-  await db.drop();
-});
-
-function sink(latencyMs: number): Promise<SmtpSink> {
-  return children.sink({ latencyMs });
-}
-
-function service(env: Record<string, string>): Promise<ServiceProcess> {
-  return children.service(env);
-}
+/** The service on this file's database, stopped when the test ends (a failed assertion never leaves it running). */
+const service = (t: TestContext, env: Record<string, string | undefined>, options?: ServiceOptions) => startTestService(t, { DATABASE_URL: db.url, ...env }, options);
 
 async function signup(svc: ServiceProcess, email: string): Promise<number> {
   const response = await postJson(svc.url, '/v1/users', { name: 'Shutdown Tester', email, password: 'pa55word1234' });
@@ -73,9 +63,9 @@ async function stop(svc: ServiceProcess): Promise<void> {
   assert.equal(code, 0, `clean exit (stderr: ${svc.stderr.join('').slice(-300)})`);
 }
 
-test('SIGTERM right after a 202: the email is sent before exit, log lines in order, drain takes as long as the email', async () => {
-  const smtp = await sink(2000);
-  const svc = await service({ SMTP_URL: smtp.url });
+test('SIGTERM right after a 202: the email is sent before exit, log lines in order, drain takes as long as the email', async (t) => {
+  const smtp = await startSmtpSink(t, { latencyMs: 2000 });
+  const svc = await service(t, { SMTP_URL: smtp.url });
   const email = uniqueEmail('drain');
   await signup(svc, email);
 
@@ -100,9 +90,9 @@ test('SIGTERM right after a 202: the email is sent before exit, log lines in ord
   console.log(`# scenario 1: drainMs=${drainMs} exitMs=${exitMs}`);
 });
 
-test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to the outbox and the next instance sends it', async () => {
-  const slow = await sink(10_000);
-  const first = await service({ SMTP_URL: slow.url, SHUTDOWN_TIMEOUT_MS: '1000' });
+test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to the outbox and the next instance sends it', async (t) => {
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
+  const first = await service(t, { SMTP_URL: slow.url, SHUTDOWN_TIMEOUT_MS: '1000' });
   const email = uniqueEmail('deadline');
   await signup(first, email);
   // The message is on the wire (the server is sitting on its DATA): the drain must wait for it.
@@ -123,8 +113,8 @@ test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to t
   assert.equal(row.lease_expires_at, null);
   assert.equal(slow.to(email).length, 0);
 
-  const fast = await sink(0);
-  const second = await service({ SMTP_URL: fast.url });
+  const fast = await startSmtpSink(t);
+  const second = await service(t, { SMTP_URL: fast.url });
   const booted = Date.now();
   await waitUntil(() => fast.to(email).length === 1, 10_000, () => `the second instance sends ${email}`);
   const deliveredMs = Date.now() - booted;
@@ -133,10 +123,10 @@ test('deadline: SMTP slower than SHUTDOWN_TIMEOUT_MS, the email is released to t
   console.log(`# scenario 2: exitMs=${exitMs} released=${String(released.released)} second instance delivered ${deliveredMs} ms after boot`);
 });
 
-test('a second SIGTERM during a long drain exits at once with code 1; the next instance sends what was left', async () => {
-  const slow = await sink(10_000);
+test('a second SIGTERM during a long drain exits at once with code 1; the next instance sends what was left', async (t) => {
+  const slow = await startSmtpSink(t, { latencyMs: 10_000 });
   const env = { MAIL_LEASE_MS: '3000' };
-  const first = await service({ ...env, SMTP_URL: slow.url });
+  const first = await service(t, { ...env, SMTP_URL: slow.url });
   const emails = [uniqueEmail('second-signal'), uniqueEmail('second-signal')];
   for (const email of emails) await signup(first, email);
   await waitUntil(() => slow.dataStarted >= 2, 5000, () => 'both messages being transmitted');
@@ -157,8 +147,8 @@ test('a second SIGTERM during a long drain exits at once with code 1; the next i
     assert.equal(slow.to(email).length, 0);
   }
 
-  const fast = await sink(0);
-  const second = await service({ ...env, SMTP_URL: fast.url });
+  const fast = await startSmtpSink(t);
+  const second = await service(t, { ...env, SMTP_URL: fast.url });
   const booted = Date.now();
   await waitUntil(() => emails.every((email) => fast.to(email).length === 1), 15_000, () => 'the second instance sends both emails');
   const deliveredMs = Date.now() - booted;
@@ -167,10 +157,10 @@ test('a second SIGTERM during a long drain exits at once with code 1; the next i
   console.log(`# scenario 7: second signal exit ${exitMs} ms, code ${code}; next instance delivered ${emails.length} after ${deliveredMs} ms (lease 3000 ms)`);
 });
 
-test('a draining instance claims nothing new: emails deferred by a full pool stay in the outbox for the next instance', async () => {
-  const slow = await sink(3000);
+test('a draining instance claims nothing new: emails deferred by a full pool stay in the outbox for the next instance', async (t) => {
+  const slow = await startSmtpSink(t, { latencyMs: 3000 });
   // Room for 5 emails in memory: signups 6 to 10 are born pending, for a sweeper.
-  const first = await service({ SMTP_URL: slow.url, MAIL_MAX_IN_FLIGHT: '5' });
+  const first = await service(t, { SMTP_URL: slow.url, MAIL_MAX_IN_FLIGHT: '5' });
   const emails = Array.from({ length: 10 }, () => uniqueEmail('deferred'));
   for (const email of emails) await signup(first, email);
   await waitUntil(() => slow.dataStarted >= 5, 5000, () => 'the 5 emails in memory being transmitted');
@@ -188,8 +178,8 @@ test('a draining instance claims nothing new: emails deferred by a full pool sta
     'the deferred rows were never claimed, not even when the drain freed room',
   );
 
-  const fast = await sink(0);
-  const second = await service({ SMTP_URL: fast.url });
+  const fast = await startSmtpSink(t);
+  const second = await service(t, { SMTP_URL: fast.url });
   await waitUntil(() => emails.slice(5).every((email) => fast.to(email).length === 1), 10_000, () => 'the next instance sends the deferred emails');
   await stop(second);
   assert.equal(fast.received.length, 5);
@@ -209,9 +199,9 @@ function rawConnection(port: number): Promise<{ socket: Socket; text: () => stri
   });
 }
 
-test('connections open at the signal: idle keep-alive ones are closed (fastify#7044), a signup in flight completes, new requests get 503 and the healthcheck says draining', async () => {
-  const smtp = await sink(0);
-  const svc = await service({ SMTP_URL: smtp.url });
+test('connections open at the signal: idle keep-alive ones are closed (fastify#7044), a signup in flight completes, new requests get 503 and the healthcheck says draining', async (t) => {
+  const smtp = await startSmtpSink(t);
+  const svc = await service(t, { SMTP_URL: smtp.url });
   const healthcheck = 'GET /v1/healthcheck HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n';
 
   // A: a keep-alive connection that made one request and then sits idle.
@@ -267,9 +257,9 @@ test('connections open at the signal: idle keep-alive ones are closed (fastify#7
   console.log(`# connections at the signal: exit ${exitMs} ms after SIGTERM with an idle keep-alive connection, a signup in flight (202 + email), a probe (503 draining) and a late signup (503)`);
 });
 
-test('an unexpected error in a background task is logged and survived; the email is sent once the fault is gone', async () => {
-  const smtp = await sink(0);
-  const svc = await service({ SMTP_URL: smtp.url, MAIL_LEASE_MS: '3000' });
+test('an unexpected error in a background task is logged and survived; the email is sent once the fault is gone', async (t) => {
+  const smtp = await startSmtpSink(t);
+  const svc = await service(t, { SMTP_URL: smtp.url, MAIL_LEASE_MS: '3000' });
   // A fault the code cannot expect: recording this user's email as sent fails (SQLSTATE P0001).
   await db.pool.query(`
     CREATE OR REPLACE FUNCTION test_fail_mark_sent() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -311,14 +301,13 @@ test('an unexpected error in a background task is logged and survived; the email
   }
 });
 
-test('a signal during boot (embedded PostgreSQL up, migrations running) stops everything it started and exits 0', async () => {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'mailoffload-boot-signal-'));
-  // mkdtemp makes 0700 folders; PostgreSQL runs as the `postgres` user when we are root.
-  chmodSync(dataDir, 0o755);
+test('a signal during boot (embedded PostgreSQL up, migrations running) stops everything it started and exits 0', async (t) => {
+  // Open to the `postgres` user, who runs PostgreSQL when we are root.
+  const dataDir = tempDir(t, 'boot-signal');
   const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
-  const smtp = await sink(0);
+  const smtp = await startSmtpSink(t);
   try {
-    const svc = await children.service({ DATABASE_URL: undefined, DATA_DIR: dataDir, SMTP_URL: smtp.url }, { waitReady: false });
+    const svc = await service(t, { DATABASE_URL: undefined, DATA_DIR: dataDir, SMTP_URL: smtp.url }, { waitReady: false });
     await svc.waitForLog('embedded PostgreSQL started', 60_000);
     svc.kill('SIGINT');
     const { code } = await svc.exited;
@@ -337,6 +326,5 @@ test('a signal during boot (embedded PostgreSQL up, migrations running) stops ev
         // already gone
       }
     }
-    rmSync(dataDir, { recursive: true, force: true });
   }
 });

@@ -1,27 +1,21 @@
-// The HTTP contract of shared/DESIGN.md, row by row, against the real app (in-process through
-// app.inject), a fresh PostgreSQL database and a real SMTP server. Every bad input the
-// signup issue lists is here: malformed JSON, a 2 MB body, CR/LF in a name, byte limits with
+// The HTTP contract, row by row, against the real app (in-process through
+// app.inject), a fresh PostgreSQL database and a real SMTP server. Every bad input a
+// signup can bring is here: malformed JSON, a 2 MB body, CR/LF in a name, byte limits with
 // multibyte text, case-insensitive duplicates, concurrent duplicates, SQL metacharacters.
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { verifyPassword } from '../src/passwords.js';
-import { buildTestApp, createTestDatabase, startSmtpSink, tokenFrom, unique, uniqueEmail, waitUntil, type SmtpSink, type TestDatabase } from './helpers.js';
+import { buildTestApp, createTestDatabase, file, startSmtpSink, tokenFrom, unique, uniqueEmail, waitUntil, type Database, type LogCapture, type SmtpSink, type TestApp } from './support/index.js';
 
-let db: TestDatabase;
+let db: Database;
 let smtp: SmtpSink;
-let app: Awaited<ReturnType<typeof buildTestApp>>['app'];
-let logs: Awaited<ReturnType<typeof buildTestApp>>['logs'];
+let app: TestApp;
+let logs: LogCapture;
 
 before(async () => {
-  db = await createTestDatabase();
-  smtp = await startSmtpSink();
-  ({ app, logs } = await buildTestApp({ DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_FROM: 'Mailoffload <no-reply@mailoffload.test>' }));
-});
-
-after(async () => {
-  await app.close();
-  await smtp.stop();
-  await db.drop();
+  db = await createTestDatabase(file);
+  smtp = await startSmtpSink(file);
+  ({ app, logs } = await buildTestApp(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url }));
 });
 
 const PASSWORD = 'pa55word1234';

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+// Nothing here opens a resource; the leak check proves it stays that way.
+import './support/leak-check.js';
 import { WriteCoalescer } from '../src/mail/coalescer.js';
 
 test('items added while a write is under way go out together in the next write', async () => {

@@ -1,9 +1,9 @@
 // Outbox rows and tokens written straight to the database, in any state and of any age, for
 // the tests of the operator's tools and of retention. Ages are in days before now().
 import { randomBytes } from 'node:crypto';
-import type { Queryable } from '../src/db/pool.js';
-import type { OutboxStatus } from '../src/db/outbox-admin.js';
-import { uniqueEmail } from './helpers.js';
+import type { Queryable } from '../../src/db/pool.js';
+import type { OutboxStatus } from '../../src/db/outbox-admin.js';
+import { uniqueEmail } from './env.js';
 
 export interface SeedEmail {
   readonly status: OutboxStatus;

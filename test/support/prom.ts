@@ -1,5 +1,5 @@
-// A small reader for the Prometheus text format, enough for the benches and the metrics test:
-// samples by name and labels, and quantiles from histogram buckets over a window.
+// A small reader for the Prometheus text format, enough for the benchmarks and the metrics
+// test: samples by name and labels, and quantiles from histogram buckets over a window.
 
 export interface Sample {
   readonly name: string;
@@ -86,4 +86,18 @@ export function histogramQuantile(name: string, q: number, after: Scrape, before
     lowerCount = count;
   }
   return lowerBound;
+}
+
+/** The upper bound of the highest histogram bucket that gained observations in the window. */
+export function maxObserved(name: string, after: Scrape, before: Scrape): number | undefined {
+  const end = after.buckets(name);
+  const start = before.buckets(name);
+  let previous = 0;
+  let max: number | undefined;
+  for (const le of [...end.keys()].sort((a, b) => a - b)) {
+    const count = (end.get(le) ?? 0) - (start.get(le) ?? 0);
+    if (count > previous) max = le;
+    previous = count;
+  }
+  return max;
 }

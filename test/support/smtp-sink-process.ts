@@ -1,0 +1,68 @@
+// The SMTP sink in a child process of its own (smtp-sink-child.ts), for the benchmarks: the
+// parent asks it for counts over IPC, and can stall and resume it.
+import { fork } from 'node:child_process';
+import path from 'node:path';
+import { projectRoot } from './env.js';
+import { closeAtEnd, once, track, type Scope } from './scope.js';
+
+const childEntry = path.join(projectRoot, 'dist/test/support/smtp-sink-child.js');
+
+export type SinkCommand = { readonly type: 'stall' | 'resume' } | { readonly type: 'report'; readonly id: number };
+
+export interface SinkReport {
+  readonly total: number;
+  readonly held: number;
+  readonly duplicateMessageIds: number;
+  readonly byRecipient: Map<string, number>;
+}
+
+export type SinkMessage =
+  | { readonly type: 'listening'; readonly port: number }
+  | ({ readonly type: 'report'; readonly id: number; readonly byRecipient: [string, number][] } & Omit<SinkReport, 'byRecipient'>);
+
+export interface SinkProcess {
+  readonly url: string;
+  readonly pid: number;
+  stall(): void;
+  resume(): void;
+  report(): Promise<SinkReport>;
+  stop(): Promise<void>;
+}
+
+export async function startSmtpSinkProcess(scope: Scope, { latencyMs = 0 } = {}): Promise<SinkProcess> {
+  const child = fork(childEntry, [], { env: { ...process.env, SINK_LATENCY_MS: String(latencyMs) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const stop = once(async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+    await exited;
+    untrack();
+  });
+  const untrack = track({ kind: 'smtp sink process', label: `pid ${child.pid}`, forceClose: stop });
+  closeAtEnd(scope, stop);
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`SMTP sink exited during start (${code})`)));
+    child.on('message', (message: SinkMessage) => {
+      if (message.type === 'listening') resolve(message.port);
+    });
+  });
+  let nextId = 0;
+  return {
+    url: `smtp://127.0.0.1:${port}`,
+    pid: child.pid!,
+    stall: () => child.send({ type: 'stall' } satisfies SinkCommand),
+    resume: () => child.send({ type: 'resume' } satisfies SinkCommand),
+    report: () =>
+      new Promise<SinkReport>((resolve) => {
+        const id = ++nextId;
+        const onMessage = (message: SinkMessage) => {
+          if (message.type !== 'report' || message.id !== id) return;
+          child.off('message', onMessage);
+          resolve({ ...message, byRecipient: new Map(message.byRecipient) });
+        };
+        child.on('message', onMessage);
+        child.send({ type: 'report', id } satisfies SinkCommand);
+      }),
+    stop,
+  };
+}
