@@ -26,6 +26,8 @@ export class CircuitBreaker {
   #openedAt: number | undefined;
   #probeMs: number;
   #nextProbeAt = 0;
+  /** The email sent as the latest probe: only its failure lengthens the interval. */
+  #probeId: number | undefined;
   readonly #now: () => number;
 
   constructor(private readonly options: BreakerOptions) {
@@ -43,7 +45,8 @@ export class CircuitBreaker {
   }
 
   /** A probe was handed to SMTP: the next one waits a full interval. */
-  probeSent(): void {
+  probeSent(outboxId: number): void {
+    this.#probeId = outboxId;
     this.#nextProbeAt = this.#now() + this.#probeMs;
   }
 
@@ -54,24 +57,30 @@ export class CircuitBreaker {
     if (this.#openedAt === undefined) return undefined;
     const pausedMs = this.#now() - this.#openedAt;
     this.#openedAt = undefined;
+    this.#probeId = undefined;
     this.#probeMs = this.options.probeMs;
     return { type: 'closed', pausedMs };
   }
 
   /**
-   * A failed attempt. `deadId` is set when the failure made an email dead (a permanent refusal
-   * while the breaker was closed). Returns 'opened' when this failure reached the threshold.
+   * A failed attempt of email `outboxId`; `dead` when the failure made it dead (a permanent
+   * refusal while the breaker was closed). Returns 'opened' when this failure reached the
+   * threshold.
    */
-  failure(kind: FailureKind, deadId?: number): BreakerEvent | undefined {
+  failure(kind: FailureKind, outboxId: number, dead = false): BreakerEvent | undefined {
     if (kind === 'throttled') return undefined;
     if (this.open) {
+      // Emails already in the pool when the breaker opened fail too, right after it: they are
+      // not probes, and doubling for each of them would push the first probe to the maximum.
+      if (outboxId !== this.#probeId) return undefined;
       // A failed probe: wait longer before the next one.
+      this.#probeId = undefined;
       this.#probeMs = Math.min(this.#probeMs * 2, this.options.maxProbeMs ?? MAX_PROBE_MS);
       this.#nextProbeAt = this.#now() + this.#probeMs;
       return undefined;
     }
     this.#consecutive++;
-    if (deadId !== undefined) this.#deadInRun.push(deadId);
+    if (dead) this.#deadInRun.push(outboxId);
     if (this.#consecutive < this.options.threshold) return undefined;
     this.#openedAt = this.#now();
     this.#nextProbeAt = this.#openedAt + this.#probeMs;

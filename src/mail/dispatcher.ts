@@ -13,7 +13,7 @@ import { isTransientDatabaseError } from '../db/pool.js';
 import type { Log } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { TaskGroup } from '../task-group.js';
-import { CircuitBreaker } from './breaker.js';
+import { CircuitBreaker, type BreakerEvent } from './breaker.js';
 import { WriteCoalescer } from './coalescer.js';
 import type { FailedResult, MailResult, MailTask, WelcomeJob } from './contract.js';
 import type { Lease } from './leases.js';
@@ -163,7 +163,7 @@ export class Dispatcher {
     const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue' };
     this.#held.set(job.outboxId, held);
     this.#queue.push(held);
-    if (this.#breaker.open) this.#breaker.probeSent();
+    if (this.#breaker.open) this.#breaker.probeSent(job.outboxId);
     this.#schedulePump();
   }
 
@@ -252,6 +252,7 @@ export class Dispatcher {
     const sent: HeldJob[] = [];
     const released: HeldJob[] = [];
     const failed: { held: HeldJob; result: FailedResult; permanent: boolean }[] = [];
+    let opened: { failures: number; revive: readonly number[]; last: FailedResult } | undefined;
     for (const result of results) {
       const held = byId.get(result.outboxId)!;
       if (result.status === 'sent') {
@@ -261,25 +262,26 @@ export class Dispatcher {
       } else if (result.status === 'released') {
         released.push(held);
       } else {
-        failed.push(this.#judge(held, result));
+        const { judged, event } = this.#judge(held, result);
+        failed.push(judged);
+        if (event?.type === 'opened') opened = { failures: event.failures, revive: event.revive, last: result };
       }
     }
     this.#o.metrics.providerPaused.set(this.#breaker.open ? 1 : 0);
-    await Promise.all([
-      this.#sentWriter.add(sent),
-      released.length > 0 ? this.#releaseHeld(released) : undefined,
-      failed.length > 0 ? this.#writeFailures(failed) : undefined,
-    ]);
+    const failureWrite = failed.length > 0 ? this.#writeFailures(failed) : undefined;
+    // Paused only now: the revival must be queued after this batch's failure write, which may
+    // hold some of the deaths it undoes (the one that reached the threshold, at least).
+    if (opened) this.#pause(opened.failures, opened.revive, opened.last);
+    await Promise.all([this.#sentWriter.add(sent), released.length > 0 ? this.#releaseHeld(released) : undefined, failureWrite]);
   }
 
   /** A failure's fate: dead at once only if it is about this email and the provider is otherwise healthy. */
-  #judge(held: HeldJob, result: FailedResult): { held: HeldJob; result: FailedResult; permanent: boolean } {
+  #judge(held: HeldJob, result: FailedResult): { judged: { held: HeldJob; result: FailedResult; permanent: boolean }; event: BreakerEvent | undefined } {
     const permanent = result.kind === 'permanent' && !this.#breaker.open;
     if (result.kind === 'throttled') this.#o.quota.throttled();
     if (result.kind === 'provider' || result.kind === 'permanent') this.#o.metrics.providerFaults.inc({ phase: result.phase });
-    const event = this.#breaker.failure(result.kind, permanent ? held.outboxId : undefined);
-    if (event?.type === 'opened') this.#pause(event.failures, event.revive, result);
-    return { held, result, permanent };
+    const event = this.#breaker.failure(result.kind, held.outboxId, permanent);
+    return { judged: { held, result, permanent }, event };
   }
 
   /** The breaker opened: hand back everything not yet on its way to SMTP, and undo the run's deaths. */
