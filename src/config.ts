@@ -42,6 +42,11 @@ const variables = {
   MAX_REQUESTS_PER_SOCKET: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 }, accepts: 'an integer from 0 (no cap) to 1000000' },
   HEADERS_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 10000, default: 5000 }, accepts: 'an integer of milliseconds from 100 to 10000 (at most the 10 s request timeout)' },
   SMTP_ALLOW_INSECURE: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
+  // The one variable that switches on NODE_ENV: in production the development conveniences
+  // (embedded PostgreSQL, mail catcher) must be asked for by name instead of starting silently.
+  NODE_ENV: { schema: { type: 'string' }, accepts: 'any value; only production changes anything' },
+  ALLOW_EMBEDDED_POSTGRES: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
+  ALLOW_MAIL_CATCHER: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
 } as const;
 
 type VariableName = keyof typeof variables;
@@ -124,6 +129,21 @@ function checkUrl(name: 'DATABASE_URL' | 'SMTP_URL', value: string | undefined, 
 }
 
 /** The domain of an address in "Name <user@domain>" or "user@domain" form. */
+/**
+ * Under NODE_ENV=production, an unset DATABASE_URL or SMTP_URL is a forgotten setting, not a
+ * wish for the embedded PostgreSQL (each replica with its own data on its own disk) or the
+ * mail catcher (every email marked sent and saved to a local file).
+ */
+function productionGuard(get: <T>(name: VariableName) => T): void {
+  if (get('NODE_ENV') !== 'production') return;
+  if (get('DATABASE_URL') === undefined && !get('ALLOW_EMBEDDED_POSTGRES')) {
+    throw new ConfigError('DATABASE_URL', 'invalid environment: NODE_ENV=production needs DATABASE_URL (unset, every instance would run its own embedded PostgreSQL on its own disk); set ALLOW_EMBEDDED_POSTGRES=true to run one anyway');
+  }
+  if (get('SMTP_URL') === undefined && !get('ALLOW_MAIL_CATCHER')) {
+    throw new ConfigError('SMTP_URL', 'invalid environment: NODE_ENV=production needs SMTP_URL (unset, the built-in mail catcher saves every email to a local file and sends none); set ALLOW_MAIL_CATCHER=true to run it anyway');
+  }
+}
+
 function domainOf(from: string): string | undefined {
   const match = /@([^\s>@]+)>?\s*$/.exec(from);
   return match?.[1];
@@ -154,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
   const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
   if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
+  productionGuard(get);
   const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
   if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
 

@@ -30,7 +30,7 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     greetingTimeout: settings.sendTimeoutMs,
     socketTimeout: settings.sendTimeoutMs,
     dnsTimeout: settings.sendTimeoutMs,
-    tls: { rejectUnauthorized: settings.tlsRejectUnauthorized },
+    tls: { rejectUnauthorized: settings.tlsRejectUnauthorized, ...(settings.tlsCa ? { ca: settings.tlsCa } : {}) },
     // Plain smtp:// to a non-loopback host: no STARTTLS, no send (and no AUTH in clear).
     requireTLS: settings.requireTls ?? false,
     ...(settings.dkim ? { dkim: settings.dkim } : {}),

@@ -15,6 +15,11 @@ export interface WorkerSettings {
   readonly tlsRejectUnauthorized: boolean;
   /** Refuse to send unless STARTTLS succeeds (plain smtp:// to a non-loopback host). */
   readonly requireTls?: boolean;
+  /**
+   * Extra certificate authorities to trust (PEM). The service never sets it (the system's
+   * authorities apply, or NODE_EXTRA_CA_CERTS); tests use it to trust a certificate they made.
+   */
+  readonly tlsCa?: string;
   readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
 }
 
