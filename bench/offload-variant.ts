@@ -16,7 +16,8 @@ import { Metrics } from '../src/metrics.js';
 import { hashPassword } from '../src/passwords.js';
 import { SignupBody, UserResponse } from '../src/routes/schemas.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../src/tokens.js';
-import { renderWelcome, welcomeMessageId } from '../workers/render-welcome.js';
+import { loadWelcomeTemplates } from '../src/mail/templates.js';
+import { compileWelcome, welcomeMessageId } from '../workers/render-welcome.js';
 
 const env = process.env;
 const variant = env.VARIANT;
@@ -26,6 +27,7 @@ const argon2 = { memoryKib: Number(env.ARGON2_MEMORY_KIB ?? 19456), iterations: 
 const from = env.MAIL_FROM ?? 'Mailoffload <no-reply@mailoffload.test>';
 const fromAddress = /<([^>]+)>/.exec(from)?.[1] ?? from;
 const domain = env.DKIM_DOMAIN ?? fromAddress.split('@')[1]!;
+const renderWelcome = compileWelcome(loadWelcomeTemplates(env.MAIL_TEMPLATES_DIR));
 
 const transporter = nodemailer.createTransport({
   url: env.SMTP_URL!,
@@ -50,7 +52,7 @@ app.post('/v1/users', { schema: { body: SignupBody, response: { 202: UserRespons
   const { subject, text, html } = renderWelcome({ outboxId: record.outboxId, userId: record.user.id, name: record.user.name, email: record.user.email, token: token.plaintext });
   const sending = transporter.sendMail({
     from,
-    to: { name: record.user.name, address: record.user.email },
+    to: { name: '', address: record.user.email },
     subject,
     text,
     html,

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import envSchema from 'env-schema';
+import type { WelcomeTemplates } from './mail/contract.js';
+import { DEFAULT_TEMPLATES_DIR, loadWelcomeTemplates, TemplateFileError } from './mail/templates.js';
 import { parseTrustProxy, smtpPolicy, type TrustProxy } from './security.js';
 
 /** One row per variable: its JSON schema and the sentence that says what it accepts. */
@@ -42,6 +44,7 @@ const variables = {
   MAX_REQUESTS_PER_SOCKET: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 }, accepts: 'an integer from 0 (no cap) to 1000000' },
   HEADERS_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 10000, default: 5000 }, accepts: 'an integer of milliseconds from 100 to 10000 (at most the 10 s request timeout)' },
   SMTP_ALLOW_INSECURE: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
+  MAIL_TEMPLATES_DIR: { schema: { type: 'string', minLength: 1 }, accepts: 'a folder holding welcome.subject.txt, welcome.txt and welcome.html' },
   // The one variable that switches on NODE_ENV: in production the development conveniences
   // (embedded PostgreSQL, mail catcher) must be asked for by name instead of starting silently.
   NODE_ENV: { schema: { type: 'string' }, accepts: 'any value; only production changes anything' },
@@ -83,6 +86,8 @@ export interface Config {
     readonly dkim: DkimConfig | undefined;
     /** The right-hand side of every Message-ID. */
     readonly messageIdDomain: string;
+    /** The welcome email's templates (from MAIL_TEMPLATES_DIR), already checked. */
+    readonly welcomeTemplates: WelcomeTemplates;
   };
   readonly shutdownTimeoutMs: number;
   readonly logLevel: string;
@@ -141,6 +146,16 @@ function productionGuard(get: <T>(name: VariableName) => T): void {
   }
   if (get('SMTP_URL') === undefined && !get('ALLOW_MAIL_CATCHER')) {
     throw new ConfigError('SMTP_URL', 'invalid environment: NODE_ENV=production needs SMTP_URL (unset, the built-in mail catcher saves every email to a local file and sends none); set ALLOW_MAIL_CATCHER=true to run it anyway');
+  }
+}
+
+function loadTemplates(dir: string | undefined): WelcomeTemplates {
+  try {
+    // A value is a path like DATA_DIR's, from the working directory; unset, the checkout's own.
+    return loadWelcomeTemplates(dir === undefined ? DEFAULT_TEMPLATES_DIR : path.resolve(dir));
+  } catch (error) {
+    if (!(error instanceof TemplateFileError)) throw error;
+    throw new ConfigError('MAIL_TEMPLATES_DIR', `invalid environment: MAIL_TEMPLATES_DIR must hold usable welcome email templates: ${error.message}`);
   }
 }
 
@@ -225,6 +240,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
       dkim,
       messageIdDomain: dkim?.domainName ?? fromDomain,
+      welcomeTemplates: loadTemplates(get('MAIL_TEMPLATES_DIR')),
     },
     shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
     logLevel: get('LOG_LEVEL'),

@@ -14,6 +14,7 @@ import { Piscina } from 'piscina';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { ConfigError, loadConfig } from '../src/config.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
+import { loadWelcomeTemplates } from '../src/mail/templates.js';
 import { clientKey } from '../src/plugins/rate-limit.js';
 import {
   buildTestApp,
@@ -342,6 +343,7 @@ function workerSettings(smtpUrl: string, extra: Partial<WorkerSettings> = {}): W
     smtpUrl,
     from: 'Mailoffload <no-reply@mailoffload.test>',
     messageIdDomain: 'mailoffload.test',
+    welcomeTemplates: loadWelcomeTemplates(),
     smtpConnections: 1,
     sendTimeoutMs: 3_000,
     tlsRejectUnauthorized: true,

@@ -7,7 +7,7 @@ import nodemailer from 'nodemailer';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
 import { isValidEmail } from '../src/validation.js';
 import { classifySendError } from './classify-error.js';
-import { renderWelcome, welcomeMessageId } from './render-welcome.js';
+import { compileWelcome, welcomeMessageId } from './render-welcome.js';
 
 export interface BatchSender {
   send(task: MailTask): Promise<MailResult[]>;
@@ -15,6 +15,8 @@ export interface BatchSender {
 }
 
 export function createBatchSender(settings: WorkerSettings): BatchSender {
+  // Once per thread: rendering an email is then a join of precompiled pieces.
+  const renderWelcome = compileWelcome(settings.welcomeTemplates);
   const transporter = nodemailer.createTransport({
     url: settings.smtpUrl,
     pool: true,
@@ -47,9 +49,11 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     try {
       const info = await transporter.sendMail({
         from: settings.from,
-        // An address object, not a string: nodemailer encodes the display name, so CR/LF or a
-        // comma in it cannot add a header or a second recipient.
-        to: { name: job.name, address: job.email },
+        // The address alone, as an object so nodemailer does not parse it: the name is the
+        // signup's, and anyone can sign up anyone's address, so a display name here would
+        // show a stranger's words to the recipient (the templates leave it out for the same
+        // reason).
+        to: { name: '', address: job.email },
         subject,
         text,
         html,

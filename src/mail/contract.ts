@@ -20,7 +20,20 @@ export interface WorkerSettings {
    * authorities apply, or NODE_EXTRA_CA_CERTS); tests use it to trust a certificate they made.
    */
   readonly tlsCa?: string;
+  /** The welcome email's templates, read and checked once at boot; each thread compiles them. */
+  readonly welcomeTemplates: WelcomeTemplates;
   readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
+}
+
+/**
+ * The source text of the welcome email's three parts (MAIL_TEMPLATES_DIR). Passed as text,
+ * not as a folder: every thread then renders exactly what the boot checked, even a thread
+ * that replaces a dead one after the files were edited.
+ */
+export interface WelcomeTemplates {
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
 }
 
 /** One welcome email. The token is the plaintext; only its hash is in the database. */

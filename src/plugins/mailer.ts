@@ -55,6 +55,7 @@ export default fp<{ config: Config; metrics: Metrics }>(
       smtpUrl: config.smtpUrl ?? catcher!.url,
       from: config.mailFrom,
       messageIdDomain: config.mail.messageIdDomain,
+      welcomeTemplates: config.mail.welcomeTemplates,
       smtpConnections: config.mail.smtpConnections,
       sendTimeoutMs: config.mail.sendTimeoutMs,
       nice: config.mail.workerNice,
