@@ -133,18 +133,17 @@ function checkUrl(name: 'DATABASE_URL' | 'SMTP_URL', value: string | undefined, 
   if (!protocols.includes(url.protocol) || url.hostname === '') throw invalid(name, value);
 }
 
-/** The domain of an address in "Name <user@domain>" or "user@domain" form. */
 /**
  * Under NODE_ENV=production, an unset DATABASE_URL or SMTP_URL is a forgotten setting, not a
  * wish for the embedded PostgreSQL (each replica with its own data on its own disk) or the
  * mail catcher (every email marked sent and saved to a local file).
  */
-function productionGuard(get: <T>(name: VariableName) => T): void {
+function productionGuard(get: <T>(name: VariableName) => T, sendsMail: boolean): void {
   if (get('NODE_ENV') !== 'production') return;
   if (get('DATABASE_URL') === undefined && !get('ALLOW_EMBEDDED_POSTGRES')) {
     throw new ConfigError('DATABASE_URL', 'invalid environment: NODE_ENV=production needs DATABASE_URL (unset, every instance would run its own embedded PostgreSQL on its own disk); set ALLOW_EMBEDDED_POSTGRES=true to run one anyway');
   }
-  if (get('SMTP_URL') === undefined && !get('ALLOW_MAIL_CATCHER')) {
+  if (sendsMail && get('SMTP_URL') === undefined && !get('ALLOW_MAIL_CATCHER')) {
     throw new ConfigError('SMTP_URL', 'invalid environment: NODE_ENV=production needs SMTP_URL (unset, the built-in mail catcher saves every email to a local file and sends none); set ALLOW_MAIL_CATCHER=true to run it anyway');
   }
 }
@@ -159,12 +158,18 @@ function loadTemplates(dir: string | undefined): WelcomeTemplates {
   }
 }
 
+/** The domain of an address in "Name <user@domain>" or "user@domain" form. */
 function domainOf(from: string): string | undefined {
   const match = /@([^\s>@]+)>?\s*$/.exec(from);
   return match?.[1];
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+export interface LoadOptions {
+  /** False for a command that sends no mail (`npm run migrate`): SMTP_URL is then not required in production. */
+  readonly sendsMail?: boolean;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, { sendsMail = true }: LoadOptions = {}): Config {
   const properties: Record<string, unknown> = {};
   for (const [name, { schema }] of Object.entries(variables)) properties[name] = schema;
   // Empty strings count as unset, as a shell's `VAR=` usually means "use the default".
@@ -189,7 +194,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
   checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
   const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
   if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
-  productionGuard(get);
+  productionGuard(get, sendsMail);
   const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
   if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
 

@@ -5,7 +5,7 @@ import { runMigrations } from './db/migrate.js';
 import { createLogger } from './logger.js';
 
 try {
-  const config = loadConfig(process.env);
+  const config = loadConfig(process.env, { sendsMail: false });
   const log = createLogger(config.logLevel);
   const embedded = config.databaseUrl === undefined ? await startEmbeddedPostgres(config.dataDir, log) : undefined;
   try {

@@ -2,12 +2,13 @@
 // by name, and the catcher, when it runs, keeps each saved email (a live activation token)
 // readable by its owner only. The guard is checked in loadConfig and on the compiled service.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
-import { ChildScope, createTestDatabase, postJson, uniqueEmail, waitUntil, type TestDatabase } from './helpers.js';
+import { ChildScope, createTestDatabase, postJson, projectRoot, uniqueEmail, waitUntil, type TestDatabase } from './helpers.js';
 
 const scope = new ChildScope();
 const tempDirs: string[] = [];
@@ -63,6 +64,12 @@ describe('loadConfig under NODE_ENV=production', () => {
     assert.equal(refusal({ NODE_ENV: 'production', ALLOW_EMBEDDED_POSTGRES: 'false', SMTP_URL: smtp }).variable, 'DATABASE_URL');
   });
 
+  test('a command that sends no mail needs DATABASE_URL but not SMTP_URL', () => {
+    assert.equal(loadConfig({ NODE_ENV: 'production', DATABASE_URL: database }, { sendsMail: false }).smtpUrl, undefined);
+    assert.equal(refusal({ NODE_ENV: 'production', DATABASE_URL: database }).variable, 'SMTP_URL', 'the service itself does send mail');
+    assert.throws(() => loadConfig({ NODE_ENV: 'production', SMTP_URL: smtp }, { sendsMail: false }), (error: unknown) => error instanceof ConfigError && error.variable === 'DATABASE_URL');
+  });
+
   test('an override that is not a boolean is refused naming it', () => {
     assert.equal(refusal({ ALLOW_EMBEDDED_POSTGRES: 'yes please' }).variable, 'ALLOW_EMBEDDED_POSTGRES');
     assert.equal(refusal({ ALLOW_MAIL_CATCHER: 'maybe' }).variable, 'ALLOW_MAIL_CATCHER');
@@ -92,6 +99,20 @@ describe('the compiled service under NODE_ENV=production', () => {
     assert.deepEqual(exit, { code: 1, signal: null });
     assert.match(stderr, /^mailoffload: invalid environment: NODE_ENV=production needs SMTP_URL [^\n]*ALLOW_MAIL_CATCHER=true[^\n]*\n$/);
     assert.deepEqual(logs, []);
+  });
+
+  test('npm run migrate needs DATABASE_URL, not SMTP_URL', async () => {
+    const migrate = (env: Record<string, string>) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = execFile(process.execPath, [path.join(projectRoot, 'dist/src/migrate.js')], { cwd: projectRoot, env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env } }, (_error, _stdout, stderr) =>
+          resolve({ code: child.exitCode, stderr }),
+        );
+      });
+    const refused = await migrate({ NODE_ENV: 'production' });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^mailoffload migrate: invalid environment: NODE_ENV=production needs DATABASE_URL [^\n]*ALLOW_EMBEDDED_POSTGRES=true[^\n]*\n$/);
+    const migrated = await migrate({ NODE_ENV: 'production', DATABASE_URL: db.url });
+    assert.deepEqual(migrated, { code: 0, stderr: '' });
   });
 
   test('with ALLOW_MAIL_CATCHER=true it runs the catcher, whose mailbox is 0700 and whose .eml files are 0600', async () => {

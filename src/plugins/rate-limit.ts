@@ -1,10 +1,10 @@
 // Rate limits for the routes that cost the service real work and mail a third party: a
 // signup hashes a password and sends an email to any address the client names, so without
 // a limit the endpoint is a spam cannon. Two fixed one-minute windows, checked in order:
-// one per client address (request.ip: the socket's peer, or the X-Forwarded-For hop chosen
-// by TRUST_PROXY; an IPv6 client counts by its /64, see clientKey) and one shared by every client, the ceiling that bounds what many
-// addresses together can make us send. A request refused by the first is not counted by the
-// second. The counters are in process memory (@fastify/rate-limit's LRU store): with N
+// one per client (request.ip: the socket's peer, or the X-Forwarded-For hop chosen by
+// TRUST_PROXY; an IPv6 client by its /64, see clientKey) and one shared by every client, the
+// ceiling that bounds what many addresses together can make us send. A request refused by the
+// first is not counted by the second. The counters are in process memory (@fastify/rate-limit's LRU store): with N
 // instances the effective limits are N times these.
 import fp from 'fastify-plugin';
 import rateLimit from '@fastify/rate-limit';
