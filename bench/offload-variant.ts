@@ -17,7 +17,8 @@ import { hashPassword } from '../src/passwords.js';
 import { SignupBody, UserResponse } from '../src/routes/schemas.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../src/tokens.js';
 import { welcomeMessageId } from '../src/mail/message-id.js';
-import { renderWelcome } from '../workers/render-welcome.js';
+import { loadWelcomeTemplates } from '../src/mail/templates.js';
+import { compileWelcome } from '../workers/render-welcome.js';
 
 const env = process.env;
 const variant = env.VARIANT;
@@ -27,6 +28,7 @@ const argon2 = { memoryKib: Number(env.ARGON2_MEMORY_KIB ?? 19456), iterations: 
 const from = env.MAIL_FROM ?? 'Mailoffload <no-reply@mailoffload.test>';
 const fromAddress = /<([^>]+)>/.exec(from)?.[1] ?? from;
 const domain = env.DKIM_DOMAIN ?? fromAddress.split('@')[1]!;
+const renderWelcome = compileWelcome(loadWelcomeTemplates(env.MAIL_TEMPLATES_DIR));
 
 const transporter = nodemailer.createTransport({
   url: env.SMTP_URL!,
@@ -51,7 +53,7 @@ app.post('/v1/users', { schema: { body: SignupBody, response: { 202: UserRespons
   const { subject, text, html } = renderWelcome({ outboxId: record.outboxId, userId: record.user.id, name: record.user.name, email: record.user.email, token: token.plaintext });
   const sending = transporter.sendMail({
     from,
-    to: { name: record.user.name, address: record.user.email },
+    to: { name: '', address: record.user.email },
     subject,
     text,
     html,

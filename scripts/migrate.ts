@@ -5,7 +5,7 @@ import { runMigrations } from '../src/db/migrations.js';
 import { createLogger } from '../src/logger.js';
 
 try {
-  const config = loadConfig(process.env);
+  const config = loadConfig(process.env, { sendsMail: false });
   const log = createLogger(config.logLevel);
   const embedded = config.databaseUrl === undefined ? await startEmbeddedPostgres(config.dataDir, log) : undefined;
   try {

@@ -19,7 +19,7 @@ class CliError extends Error {}
 async function main(argv: readonly string[]): Promise<string> {
   const command = parseOutboxArgs(argv);
   if (command.name === 'help') return `${USAGE}\n`;
-  const config = loadConfig(process.env);
+  const config = loadConfig(process.env, { sendsMail: false });
   // The output is the answer; logs would only get in its way (and errors are thrown).
   const log = createLogger('silent');
   let embedded: EmbeddedPostgres | undefined;

@@ -4,6 +4,8 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import envSchema from 'env-schema';
+import type { WelcomeTemplates } from './mail/contract.js';
+import { DEFAULT_TEMPLATES_DIR, loadWelcomeTemplates, TemplateFileError } from './mail/templates.js';
 import { parseTrustProxy, smtpPolicy, type TrustProxy } from './security.js';
 
 /** One row per variable: its JSON schema and the sentence that says what it accepts. */
@@ -48,6 +50,12 @@ const variables = {
   MAX_REQUESTS_PER_SOCKET: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 1000 }, accepts: 'an integer from 0 (no cap) to 1000000' },
   HEADERS_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 10000, default: 5000 }, accepts: 'an integer of milliseconds from 100 to 10000 (at most the 10 s request timeout)' },
   SMTP_ALLOW_INSECURE: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
+  MAIL_TEMPLATES_DIR: { schema: { type: 'string', minLength: 1 }, accepts: 'a folder holding welcome.subject.txt, welcome.txt and welcome.html' },
+  // The one variable that switches on NODE_ENV: in production the development conveniences
+  // (embedded PostgreSQL, mail catcher) must be asked for by name instead of starting silently.
+  NODE_ENV: { schema: { type: 'string' }, accepts: 'any value; only production changes anything' },
+  ALLOW_EMBEDDED_POSTGRES: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
+  ALLOW_MAIL_CATCHER: { schema: { type: 'boolean', default: false }, accepts: 'true or false' },
 } as const;
 
 type VariableName = keyof typeof variables;
@@ -96,6 +104,8 @@ export interface Config {
     readonly dkim: DkimConfig | undefined;
     /** The right-hand side of every Message-ID. */
     readonly messageIdDomain: string;
+    /** The welcome email's templates (from MAIL_TEMPLATES_DIR), already checked. */
+    readonly welcomeTemplates: WelcomeTemplates;
   };
   readonly shutdownTimeoutMs: number;
   readonly logLevel: string;
@@ -139,6 +149,31 @@ function checkUrl(name: 'DATABASE_URL' | 'SMTP_URL', value: string | undefined, 
     throw invalid(name, value);
   }
   if (!protocols.includes(url.protocol) || url.hostname === '') throw invalid(name, value);
+}
+
+/**
+ * Under NODE_ENV=production, an unset DATABASE_URL or SMTP_URL is a forgotten setting, not a
+ * wish for the embedded PostgreSQL (each replica with its own data on its own disk) or the
+ * mail catcher (every email marked sent and saved to a local file).
+ */
+function productionGuard(get: <T>(name: VariableName) => T, sendsMail: boolean): void {
+  if (get('NODE_ENV') !== 'production') return;
+  if (get('DATABASE_URL') === undefined && !get('ALLOW_EMBEDDED_POSTGRES')) {
+    throw new ConfigError('DATABASE_URL', 'invalid environment: NODE_ENV=production needs DATABASE_URL (unset, every instance would run its own embedded PostgreSQL on its own disk); set ALLOW_EMBEDDED_POSTGRES=true to run one anyway');
+  }
+  if (sendsMail && get('SMTP_URL') === undefined && !get('ALLOW_MAIL_CATCHER')) {
+    throw new ConfigError('SMTP_URL', 'invalid environment: NODE_ENV=production needs SMTP_URL (unset, the built-in mail catcher saves every email to a local file and sends none); set ALLOW_MAIL_CATCHER=true to run it anyway');
+  }
+}
+
+function loadTemplates(dir: string | undefined): WelcomeTemplates {
+  try {
+    // A value is a path like DATA_DIR's, from the working directory; unset, the checkout's own.
+    return loadWelcomeTemplates(dir === undefined ? DEFAULT_TEMPLATES_DIR : path.resolve(dir));
+  } catch (error) {
+    if (!(error instanceof TemplateFileError)) throw error;
+    throw new ConfigError('MAIL_TEMPLATES_DIR', `invalid environment: MAIL_TEMPLATES_DIR must hold usable welcome email templates: ${error.message}`);
+  }
 }
 
 /** The domain of an address in "Name <user@domain>" or "user@domain" form. */
@@ -195,13 +230,19 @@ function readDkim(get: <T>(name: VariableName) => T): DkimConfig | undefined {
   return undefined;
 }
 
-export function loadConfig(env: NodeJS.ProcessEnv): Config {
+export interface LoadOptions {
+  /** False for a command that sends no mail (`npm run migrate`): SMTP_URL is then not required in production. */
+  readonly sendsMail?: boolean;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv, { sendsMail = true }: LoadOptions = {}): Config {
   const raw = parseEnvironment(env);
   const get = <T>(name: VariableName): T => raw[name] as T;
   checkUrl('DATABASE_URL', get('DATABASE_URL'), ['postgres:', 'postgresql:']);
   checkUrl('SMTP_URL', get('SMTP_URL'), ['smtp:', 'smtps:']);
   const smtp = smtpPolicy(get('SMTP_URL'), get('SMTP_ALLOW_INSECURE'));
   if (smtp.refusal !== undefined) throw new ConfigError('SMTP_URL', smtp.refusal);
+  productionGuard(get, sendsMail);
   const trustProxy = parseTrustProxy(get('TRUST_PROXY'));
   if (trustProxy === undefined) throw invalid('TRUST_PROXY', get('TRUST_PROXY'));
 
@@ -239,6 +280,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       retainSentDays: get('MAIL_RETAIN_SENT_DAYS'),
       dkim,
       messageIdDomain: dkim?.domainName ?? fromDomain,
+      welcomeTemplates: loadTemplates(get('MAIL_TEMPLATES_DIR')),
     },
     shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
     logLevel: get('LOG_LEVEL'),

@@ -1,7 +1,8 @@
-// Parsing and policy for the hardening settings (issue 6), kept out of config.ts so the
-// variables table there stays a table: which proxies may set X-Forwarded-For, and when a
-// plain smtp:// URL must be upgraded with STARTTLS or refused.
+// Parsing and policy for the hardening settings, kept out of config.ts so the variables
+// table there stays a table: which proxies may set X-Forwarded-For, when a plain smtp:// URL
+// must be upgraded with STARTTLS, and which SMTP URLs are refused.
 import { isIP } from 'node:net';
+import { parse as parseLikeNodemailer } from 'nodemailer/lib/shared/url.js';
 
 /**
  * Fastify's `trustProxy`: false, true (every hop), or addresses/CIDRs. Not a hop count: Fastify
@@ -55,21 +56,29 @@ export interface SmtpPolicy {
 
 /**
  * smtps:// is TLS from the first byte, certificate verified. smtp:// to loopback (the built-in
- * catcher, a local relay) stays plain. smtp:// to any other host must upgrade with STARTTLS,
- * and a password in such a URL is refused at boot: the operator should say smtps://, or
- * accept the risk explicitly with SMTP_ALLOW_INSECURE=true (which also makes STARTTLS
- * opportunistic again, for relays that do not offer it).
+ * catcher, a local relay) stays plain. smtp:// to any other host must upgrade with STARTTLS
+ * and verify the certificate before anything else is sent, so credentials in such a URL travel
+ * only inside TLS (port 587, as most providers document it). SMTP_ALLOW_INSECURE=true makes
+ * STARTTLS opportunistic again, for relays that offer no TLS at all.
+ *
+ * Query parameters are refused: nodemailer turns every one of them into a transport option
+ * that overrides the service's own (`tls.rejectUnauthorized=false`, `ignoreTLS=true`,
+ * `requireTLS=false`, but also `maxRequeues`, which brings back duplicate sends, or `debug`,
+ * which prints the SMTP dialogue). They are read with nodemailer's own URL parser, so what is
+ * checked here is exactly what the transport would apply.
  */
 export function smtpPolicy(smtpUrl: string | undefined, allowInsecure: boolean): SmtpPolicy {
   if (smtpUrl === undefined) return { requireTls: false };
-  const url = new URL(smtpUrl);
-  if (url.protocol !== 'smtp:' || isLoopbackHost(url.hostname) || allowInsecure) return { requireTls: false };
-  if (url.username !== '' || url.password !== '') {
+  const query = parseLikeNodemailer(smtpUrl, true).query;
+  const parameters = query !== null && typeof query === 'object' ? Object.keys(query) : [];
+  if (parameters.length > 0) {
+    // Parameter names only: a value might be a secret.
     return {
-      requireTls: true,
-      refusal:
-        'invalid environment: SMTP_URL carries credentials over plain smtp:// to a non-loopback host; use smtps:// (TLS with certificate verification), or set SMTP_ALLOW_INSECURE=true to accept the risk',
+      requireTls: false,
+      refusal: `invalid environment: SMTP_URL must not carry query parameters (got ${parameters.map((name) => JSON.stringify(name)).join(', ')}): they would override the service's TLS and delivery settings; use smtps://user:pass@host:465 or smtp://user:pass@host:587, and SMTP_ALLOW_INSECURE=true only for a relay without TLS`,
     };
   }
+  const url = new URL(smtpUrl);
+  if (url.protocol !== 'smtp:' || isLoopbackHost(url.hostname) || allowInsecure) return { requireTls: false };
   return { requireTls: true };
 }

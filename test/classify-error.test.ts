@@ -10,6 +10,7 @@ import nodemailer from 'nodemailer';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import type { FailedResult, MailResult, WorkerSettings } from '../src/mail/contract.js';
 import { classifySendError } from '../workers/classify-error.js';
+import { loadWelcomeTemplates } from '../src/mail/templates.js';
 import { createBatchSender } from '../workers/send-batch.js';
 import { closeAtEnd, file } from './support/index.js';
 
@@ -74,6 +75,7 @@ async function sendThroughWorker(port: number, settings: Partial<WorkerSettings>
     sendTimeoutMs: 5_000,
     tlsRejectUnauthorized: false,
     handBack: new SharedArrayBuffer(4),
+    welcomeTemplates: loadWelcomeTemplates(),
     ...rest,
   });
   try {
@@ -252,7 +254,7 @@ test('an address nodemailer cannot parse, and the worker\'s own address check: p
   const classified = classifySendError(error);
   assert.deepEqual([classified.code, classified.command, classified.kind], ['EENVELOPE', 'API', 'permanent']);
 
-  const sender = createBatchSender({ smtpUrl: `smtp://127.0.0.1:${port}`, from: 'Mailoffload <no-reply@localhost>', messageIdDomain: 'localhost', smtpConnections: 1, sendTimeoutMs: 5_000, tlsRejectUnauthorized: false, handBack: new SharedArrayBuffer(4) });
+  const sender = createBatchSender({ smtpUrl: `smtp://127.0.0.1:${port}`, from: 'Mailoffload <no-reply@localhost>', messageIdDomain: 'localhost', smtpConnections: 1, sendTimeoutMs: 5_000, tlsRejectUnauthorized: false, handBack: new SharedArrayBuffer(4), welcomeTemplates: loadWelcomeTemplates() });
   const [result] = await sender.send([{ outboxId: nextId++, userId: 1, name: 'Eve', email: 'eve@example.com, mallory@example.com', token: 'ABCDEFGHIJKLMNOPQRSTUVWXYZ' }]);
   sender.close();
   const failed = assertFailed(result!);

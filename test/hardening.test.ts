@@ -3,13 +3,18 @@
 // prototype poisoning, the SMTP transport policy, one recipient per message, constant-ish
 // signup timing and redaction of secrets in every log line.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { Piscina } from 'piscina';
 import { ConfigError, loadConfig } from '../src/config.js';
 import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/mail/contract.js';
+import { loadWelcomeTemplates } from '../src/mail/templates.js';
+import { clientKey } from '../src/plugins/rate-limit.js';
 import {
   buildTestApp,
   createTestDatabase,
@@ -106,6 +111,34 @@ test('with TRUST_PROXY the client address comes from X-Forwarded-For, and the gl
   assert.ok(Number(global.headers.get('retry-after')) >= 1);
 });
 
+test('an IPv6 client is limited by its /64; an IPv4-mapped address counts as its IPv4 client', async () => {
+  const { url } = await listeningApp({ TRUST_PROXY: '127.0.0.1', RATE_LIMIT_PER_MINUTE: '2', RATE_LIMIT_GLOBAL_PER_MINUTE: '0' });
+  const from = (ip: string) => ({ 'x-forwarded-for': ip });
+  // Three addresses of one /64, as a host with privacy addresses would use them.
+  assert.equal((await signup(url, newUser('v6'), from('2001:db8:aa:1::10'))).status, 202);
+  assert.equal((await signup(url, newUser('v6'), from('2001:db8:aa:1:ffff:ffff:ffff:fffe'))).status, 202);
+  assert.equal((await signup(url, newUser('v6'), from('2001:DB8:AA:1:0:0:0:77'))).status, 429, 'a third address in the same /64 is over the limit of 2');
+  // The neighbouring /64 is another client.
+  assert.equal((await signup(url, newUser('v6'), from('2001:db8:aa:2::10'))).status, 202);
+  // IPv4 clients seen through a dual-stack listener stay one client per IPv4 address.
+  assert.equal((await signup(url, newUser('v6'), from('::ffff:198.51.100.7'))).status, 202);
+  assert.equal((await signup(url, newUser('v6'), from('::ffff:198.51.100.8'))).status, 202, 'another IPv4 address in ::ffff:0:0/96 has its own budget');
+  assert.equal((await signup(url, newUser('v6'), from('198.51.100.7'))).status, 202);
+  assert.equal((await signup(url, newUser('v6'), from('::ffff:c633:6407'))).status, 429, '198.51.100.7 in any notation is one client');
+});
+
+test('the per-client key: an IPv6 address by its /64, IPv4 (mapped or not) by its address', () => {
+  assert.equal(clientKey('2001:db8:aa:1::10'), '2001:db8:aa:1::/64');
+  assert.equal(clientKey('2001:0DB8:00AA:0001:1234:5678:9abc:def0'), '2001:db8:aa:1::/64');
+  assert.equal(clientKey('2001:db8:aa:2::1'), '2001:db8:aa:2::/64');
+  assert.equal(clientKey('fe80::1%eth0'), 'fe80::/64');
+  assert.equal(clientKey('::1'), '::/64');
+  assert.equal(clientKey('203.0.113.5'), '203.0.113.5');
+  assert.equal(clientKey('::ffff:203.0.113.5'), '203.0.113.5');
+  assert.equal(clientKey('::FFFF:cb00:7105'), '203.0.113.5');
+  assert.equal(clientKey('not an address'), 'not an address');
+});
+
 test('the hardening variables are validated with one-line errors', () => {
   const base = { MAIL_WORKERS: '1' };
   const fails = (env: Record<string, string>, variable: string) => {
@@ -135,27 +168,25 @@ test('the hardening variables are validated with one-line errors', () => {
   // The SMTP transport policy.
   const smtpSecret = 'hunter2-smtp-secret';
   secrets.add(smtpSecret);
-  assert.throws(
-    () => loadConfig({ ...base, SMTP_URL: `smtp://mailer:${smtpSecret}@smtp.example.com:587` }),
-    (error: unknown) => error instanceof ConfigError && error.variable === 'SMTP_URL' && !error.message.includes(smtpSecret) && /SMTP_ALLOW_INSECURE/.test(error.message),
-  );
+  const submission = loadConfig({ ...base, SMTP_URL: `smtp://mailer:${smtpSecret}@smtp.example.com:587` });
+  assert.equal(submission.smtpRequireTls, true, 'credentials over smtp:// are accepted because STARTTLS is then mandatory');
   const insecure = loadConfig({ ...base, SMTP_URL: `smtp://mailer:${smtpSecret}@smtp.example.com:587`, SMTP_ALLOW_INSECURE: 'true' });
-  assert.equal(insecure.smtpRequireTls, false, 'the override accepts the risk explicitly');
+  assert.equal(insecure.smtpRequireTls, false, 'the override makes STARTTLS opportunistic, for relays without TLS');
   assert.equal(loadConfig({ ...base, SMTP_URL: 'smtp://smtp.example.com:25' }).smtpRequireTls, true, 'plain SMTP off the machine must upgrade with STARTTLS');
   assert.equal(loadConfig({ ...base, SMTP_URL: `smtps://mailer:${smtpSecret}@smtp.example.com:465` }).smtpRequireTls, false, 'smtps:// is TLS from the start');
   assert.equal(loadConfig({ ...base, SMTP_URL: `smtp://mailer:${smtpSecret}@127.0.0.1:2525` }).smtpRequireTls, false, 'loopback stays plain');
   assert.equal(loadConfig({ ...base, SMTP_URL: 'smtp://localhost:2525' }).smtpRequireTls, false);
 });
 
-test('the service refuses to start with SMTP credentials over plain smtp:// to a non-loopback host', async (t) => {
+test('the service refuses to start with an SMTP_URL query parameter that weakens TLS', async (t) => {
   const smtpSecret = 'hunter2-child-secret';
   secrets.add(smtpSecret);
-  const service = await startTestService(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587` }, { waitReady: false });
+  const service = await startTestService(t, { DATABASE_URL: db.url, SMTP_URL: `smtp://mailer:${smtpSecret}@192.0.2.55:587?tls.rejectUnauthorized=false` }, { waitReady: false });
   const exit = await service.exited;
   const stderr = service.stderr.join('');
   childOutput.push(stderr, ...service.logs.map((line) => JSON.stringify(line)));
   assert.equal(exit.code, 1);
-  assert.match(stderr, /^mailoffload: invalid environment: SMTP_URL .*SMTP_ALLOW_INSECURE=true.*\n$/);
+  assert.match(stderr, /^mailoffload: invalid environment: SMTP_URL must not carry query parameters \(got "tls\.rejectUnauthorized"\)[^\n]*\n$/);
   assert.ok(!stderr.includes(smtpSecret), 'the error does not echo the password');
   assert.ok(!service.logs.some((line) => line.msg === 'starting server'));
 });
@@ -304,6 +335,7 @@ function workerSettings(smtpUrl: string, extra: Partial<WorkerSettings> = {}): W
     smtpUrl,
     from: 'Mailoffload <no-reply@mailoffload.test>',
     messageIdDomain: 'mailoffload.test',
+    welcomeTemplates: loadWelcomeTemplates(),
     smtpConnections: 1,
     sendTimeoutMs: 3_000,
     tlsRejectUnauthorized: true,
@@ -363,6 +395,103 @@ test('smtps:// verifies the server certificate: a self-signed server gets nothin
   assert.equal(result!.status, 'failed');
   assert.match(result!.status === 'failed' ? result!.message : '', /certificate/i);
   assert.equal(tls.accepted, 0);
+});
+
+/** A key and a self-signed certificate for 127.0.0.1 and localhost, made for this run with openssl. */
+function testCertificate(): { key: string; cert: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mailoffload-cert-'));
+  try {
+    const [key, cert] = [path.join(dir, 'key.pem'), path.join(dir, 'cert.pem')];
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+      '-subj', '/CN=mailoffload test relay', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout', key, '-out', cert,
+    ], { stdio: 'pipe' });
+    return { key: readFileSync(key, 'utf8'), cert: readFileSync(cert, 'utf8') };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+test('credentials over smtp:// (port 587) are accepted and sent only inside STARTTLS with a verified certificate', async (t) => {
+  const smtpSecret = 'hunter2-submission-secret';
+  secrets.add(smtpSecret);
+  // The usual provider setup is accepted, with STARTTLS mandatory.
+  const config = loadConfig({ MAIL_WORKERS: '1', SMTP_URL: `smtp://mailer:${smtpSecret}@smtp.example.com:587` });
+  assert.equal(config.smtpRequireTls, true);
+
+  // A loopback relay that offers STARTTLS with a certificate made for this test, and (as
+  // smtp-server does by default) refuses AUTH before TLS and mail before AUTH.
+  const { key, cert } = testCertificate();
+  const logins: { username: string | undefined; password: string | null | undefined; secure: boolean }[] = [];
+  const relay = await startSmtpSink(t, {
+    keepMessages: false,
+    server: {
+      key,
+      cert,
+      disabledCommands: [],
+      authOptional: false,
+      authMethods: ['PLAIN', 'LOGIN'],
+      onAuth(auth, session, callback) {
+        logins.push({ username: auth.username, password: auth.password, secure: session.secure });
+        callback(null, { user: auth.username });
+      },
+    },
+  });
+  const port = relay.port;
+  {
+    // The provider's URL, pointed at that relay; the TLS policy is the one config chose.
+    const url = new URL(config.smtpUrl!);
+    url.hostname = '127.0.0.1';
+    url.port = String(port);
+    const settings = workerSettings(url.toString(), { requireTls: config.smtpRequireTls });
+
+    // A certificate nothing vouches for: the upgrade fails and the password is never sent.
+    const [untrusted] = await runWorker(settings, [job('Tia', uniqueEmail('submission'))]);
+    assert.equal(untrusted!.status, 'failed');
+    assert.match(untrusted!.status === 'failed' ? untrusted!.message : '', /certificate/i);
+    assert.deepEqual(logins, [], 'no AUTH was attempted');
+    assert.equal(relay.accepted, 0);
+
+    // The same certificate, trusted: STARTTLS, then AUTH inside TLS, then the message.
+    const [sent] = await runWorker({ ...settings, tlsCa: cert }, [job('Tia', uniqueEmail('submission'))]);
+    assert.equal(sent!.status, 'sent');
+    assert.deepEqual(logins, [{ username: 'mailer', password: smtpSecret, secure: true }]);
+    assert.equal(relay.accepted, 1);
+  }
+});
+
+test('SMTP_URL query parameters are refused: nodemailer would apply them over the TLS policy', async (t) => {
+  const smtpSecret = 'hunter2-query-secret';
+  secrets.add(smtpSecret);
+  // Why: nodemailer reads every query parameter as a transport option, over the service's own.
+  // Given this URL, a worker delivers to a server whose certificate nobody vouches for.
+  const tls = await startSmtpSink(t, { keepMessages: false, server: { secure: true, disabledCommands: [] } });
+  const [result] = await runWorker(workerSettings(`smtps://127.0.0.1:${tls.port}?tls.rejectUnauthorized=false`), [job('Quin', uniqueEmail('query'))]);
+  assert.equal(result!.status, 'sent', 'the URL parameter overrode tls.rejectUnauthorized: true');
+  assert.equal(tls.accepted, 1);
+
+  const parameters = ['tls.rejectUnauthorized=false', 'requireTLS=false', 'ignoreTLS=true', 'secure=false', 'opportunisticTLS=true', 'tls.minVersion=TLSv1', 'maxRequeues=5', 'debug=true'];
+  for (const parameter of parameters) {
+    for (const base of [`smtp://mailer:${smtpSecret}@smtp.example.com:587`, `smtps://mailer:${smtpSecret}@smtp.example.com:465`, 'smtp://127.0.0.1:2525']) {
+      const smtpUrl = `${base}?${parameter}`;
+      assert.throws(
+        () => loadConfig({ MAIL_WORKERS: '1', SMTP_URL: smtpUrl }),
+        (error: unknown) =>
+          error instanceof ConfigError &&
+          error.variable === 'SMTP_URL' &&
+          error.message.startsWith(`invalid environment: SMTP_URL must not carry query parameters (got "${parameter.split('=')[0]}")`) &&
+          !error.message.includes(smtpSecret) &&
+          !error.message.includes('\n'),
+        `${smtpUrl} is refused with one line naming the parameter`,
+      );
+    }
+  }
+  // Even with the override for relays without TLS.
+  assert.throws(() => loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://relay.internal:25?ignoreTLS=true', SMTP_ALLOW_INSECURE: 'true' }), ConfigError);
+  // Two at once are both named; a bare "?" or a fragment carries nothing nodemailer reads.
+  assert.throws(() => loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://relay.example.com:25?ignoreTLS=true&tls.rejectUnauthorized=false' }), /\(got "ignoreTLS", "tls\.rejectUnauthorized"\)/);
+  assert.equal(loadConfig({ MAIL_WORKERS: '1', SMTP_URL: 'smtp://relay.example.com:25?' }).smtpRequireTls, true);
 });
 
 test('plain smtp:// to a non-loopback host refuses to send without STARTTLS', async (t) => {

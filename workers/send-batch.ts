@@ -9,7 +9,7 @@ import type { MailResult, MailTask, WelcomeJob, WorkerSettings } from '../src/ma
 import { isValidEmail } from '../src/validation.js';
 import { classifySendError, invalidRecipient } from './classify-error.js';
 import { welcomeMessageId } from '../src/mail/message-id.js';
-import { renderWelcome } from './render-welcome.js';
+import { compileWelcome } from './render-welcome.js';
 
 export interface BatchSender {
   send(task: MailTask): Promise<MailResult[]>;
@@ -17,6 +17,8 @@ export interface BatchSender {
 }
 
 export function createBatchSender(settings: WorkerSettings): BatchSender {
+  // Once per thread: rendering an email is then a join of precompiled pieces.
+  const renderWelcome = compileWelcome(settings.welcomeTemplates);
   const transporter = nodemailer.createTransport({
     url: settings.smtpUrl,
     pool: true,
@@ -32,7 +34,7 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     greetingTimeout: settings.sendTimeoutMs,
     socketTimeout: settings.sendTimeoutMs,
     dnsTimeout: settings.sendTimeoutMs,
-    tls: { rejectUnauthorized: settings.tlsRejectUnauthorized },
+    tls: { rejectUnauthorized: settings.tlsRejectUnauthorized, ...(settings.tlsCa ? { ca: settings.tlsCa } : {}) },
     // Plain smtp:// to a non-loopback host: no STARTTLS, no send (and no AUTH in clear).
     requireTLS: settings.requireTls ?? false,
     ...(settings.dkim ? { dkim: settings.dkim } : {}),
@@ -54,9 +56,11 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     try {
       await transporter.sendMail({
         from: settings.from,
-        // An address object, not a string: nodemailer encodes the display name, so CR/LF or a
-        // comma in it cannot add a header or a second recipient.
-        to: { name: job.name, address: job.email },
+        // The address alone, as an object so nodemailer does not parse it: the name is the
+        // signup's, and anyone can sign up anyone's address, so a display name here would
+        // show a stranger's words to the recipient (the templates leave it out for the same
+        // reason).
+        to: { name: '', address: job.email },
         subject,
         text,
         html,

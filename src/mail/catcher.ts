@@ -1,7 +1,7 @@
 // The built-in mail catcher, used when SMTP_URL is unset: an smtp-server on a loopback port
 // that saves each message as an .eml file, so `npm start` works with no mail server and a
 // developer can read the welcome email a signup produced.
-import { createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import type { Log } from '../logger.js';
@@ -14,7 +14,13 @@ export interface MailCatcher {
 }
 
 export async function startMailCatcher(mailbox: string, log: Log): Promise<MailCatcher> {
-  mkdirSync(mailbox, { recursive: true });
+  // Each saved email holds a live activation token: the folder is 0700 and each file 0600, so
+  // no other user on the host can read one. Only the mailbox folder gets the mode (DATA_DIR
+  // above it may have to stay open to the embedded PostgreSQL's user), and an existing
+  // mailbox from an older version is closed too.
+  mkdirSync(path.dirname(mailbox), { recursive: true });
+  mkdirSync(mailbox, { recursive: true, mode: 0o700 });
+  chmodSync(mailbox, 0o700);
   let sequence = 0;
   const server = new SMTPServer({
     // Loopback only, no TLS, no login: this is a development sink, not a relay.
@@ -28,7 +34,7 @@ export async function startMailCatcher(mailbox: string, log: Log): Promise<MailC
       // Written under a temporary name and renamed when complete: whoever reads the newest
       // .eml (`ls -t .data/mailbox | head -1`) never sees half a message.
       const partial = `${file}.part`;
-      pipeline(stream, createWriteStream(partial))
+      pipeline(stream, createWriteStream(partial, { mode: 0o600 }))
         .then(() => renameSync(partial, file))
         .then(
           () => callback(),

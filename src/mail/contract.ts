@@ -15,6 +15,13 @@ export interface WorkerSettings {
   readonly tlsRejectUnauthorized: boolean;
   /** Refuse to send unless STARTTLS succeeds (plain smtp:// to a non-loopback host). */
   readonly requireTls?: boolean;
+  /**
+   * Extra certificate authorities to trust (PEM). The service never sets it (the system's
+   * authorities apply, or NODE_EXTRA_CA_CERTS); tests use it to trust a certificate they made.
+   */
+  readonly tlsCa?: string;
+  /** The welcome email's templates, read and checked once at boot; each thread compiles them. */
+  readonly welcomeTemplates: WelcomeTemplates;
   readonly dkim?: { readonly domainName: string; readonly keySelector: string; readonly privateKey: string };
   /**
    * One Int32 shared with the API thread (a SharedArrayBuffer survives the trip to the worker
@@ -22,6 +29,17 @@ export interface WorkerSettings {
    * job that has not yet got an SMTP connection.
    */
   readonly handBack: SharedArrayBuffer;
+}
+
+/**
+ * The source text of the welcome email's three parts (MAIL_TEMPLATES_DIR). Passed as text,
+ * not as a folder: every thread then renders exactly what the boot checked, even a thread
+ * that replaces a dead one after the files were edited.
+ */
+export interface WelcomeTemplates {
+  readonly subject: string;
+  readonly text: string;
+  readonly html: string;
 }
 
 /** One welcome email. The token is the plaintext; only its hash is in the database. */

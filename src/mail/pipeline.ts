@@ -177,6 +177,7 @@ function createWorkerPool(config: Config, smtpUrl: string, handBack: SharedArray
     handBack,
     from: config.mailFrom,
     messageIdDomain: config.mail.messageIdDomain,
+    welcomeTemplates: config.mail.welcomeTemplates,
     smtpConnections: config.mail.smtpConnections,
     sendTimeoutMs: config.mail.sendTimeoutMs,
     nice: config.mail.workerNice,
