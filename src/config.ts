@@ -42,6 +42,7 @@ const variables = {
   DKIM_SELECTOR: { schema: { type: 'string', minLength: 1 }, accepts: 'a DKIM selector' },
   DKIM_PRIVATE_KEY: { schema: { type: 'string', minLength: 1 }, accepts: 'a PEM private key, or the path of a PEM file' },
   METRICS_ENABLED: { schema: { type: 'boolean', default: true }, accepts: 'true or false' },
+  METRICS_PORT: { schema: { type: 'integer', minimum: 1, maximum: 65535 }, accepts: 'an integer port from 1 to 65535 (a listener of its own for GET /metrics)' },
   // Hardening (issue 6). 0 disables a limit.
   RATE_LIMIT_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 60 }, accepts: 'an integer from 0 (off) to 1000000 (signups per client address per minute)' },
   RATE_LIMIT_GLOBAL_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 10000000, default: 6000 }, accepts: 'an integer from 0 (off) to 10000000 (signups per minute, all clients together)' },
@@ -111,6 +112,8 @@ export interface Config {
   readonly logLevel: string;
   readonly argon2: { readonly memoryKib: number; readonly iterations: number };
   readonly metricsEnabled: boolean;
+  /** Serve GET /metrics on a listener of its own (same HOST), not on the API's; unset: the API's. */
+  readonly metricsPort: number | undefined;
   readonly http: {
     /** Who may set X-Forwarded-For (false: nobody, the client is the socket's peer). */
     readonly trustProxy: TrustProxy;
@@ -286,6 +289,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, { sendsMail = true }: LoadOpt
     logLevel: get('LOG_LEVEL'),
     argon2: { memoryKib: get('ARGON2_MEMORY_KIB'), iterations: get('ARGON2_ITERATIONS') },
     metricsEnabled: get('METRICS_ENABLED'),
+    metricsPort: get('METRICS_PORT'),
     http: {
       trustProxy,
       maxConnections: get('MAX_CONNECTIONS'),

@@ -594,6 +594,29 @@ test('a whole run of signups, a duplicate, activations, an SMTP failure and a da
   assert.ok(!logs.raw.some((line) => line.includes(probe.email)), 'the failing row\'s email is not echoed');
 });
 
+test('METRICS_PORT serves /metrics on a listener of its own, off the API port, until the process exits', async (t) => {
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const metricsPort = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+  const service = await startTestService(t, { DATABASE_URL: db.url, METRICS_PORT: String(metricsPort) });
+  childOutput.push(...service.logs.map((line) => JSON.stringify(line)));
+  const own = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+  assert.equal(own.status, 200);
+  assert.match(await own.text(), /^mailoffload_emails_sent_total 0$/m);
+  const elsewhere = await fetch(`http://127.0.0.1:${metricsPort}/v1/healthcheck`);
+  assert.equal(elsewhere.status, 404, 'the metrics listener serves nothing else');
+  await elsewhere.body?.cancel();
+  const api = await fetch(`${service.url}/metrics`);
+  assert.equal(api.status, 404, 'the API port no longer serves /metrics');
+  await api.body?.cancel();
+
+  service.kill('SIGTERM');
+  assert.equal((await service.exited).code, 0);
+  await assert.rejects(fetch(`http://127.0.0.1:${metricsPort}/metrics`), 'the metrics listener closed with the process');
+});
+
 test('no log line of this whole file contains a test password or token', () => {
   const lines = [...captures.flatMap((capture) => capture.raw), ...childOutput];
   assert.ok(lines.length >= 5, `logs were captured (${lines.length} lines)`);

@@ -1,5 +1,8 @@
 // Prometheus metrics: the registry (app.metrics) for every component to add to, the outbox
-// gauges and GET /metrics. Registered after the database, whose counts it reads.
+// gauges and GET /metrics. Registered after the database, whose counts it reads. With
+// METRICS_PORT, /metrics is served by a listener of its own, so it can stay off the public port.
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
 import fp from 'fastify-plugin';
 import type { Config } from '../config.js';
 import { countByStatus, type OutboxCounts } from '../db/outbox.js';
@@ -34,7 +37,36 @@ export default fp<{ config: Config }>(
       metrics.gauge(`mailoffload_outbox_${status}`, `Outbox rows in status ${status}`, async () => (await outboxCounts())[status]);
     }
 
-    app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+    if (config.metricsPort === undefined) {
+      app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+      return;
+    }
+    const server = metricsServer(metrics);
+    // Listening with the API, not before: a boot that fails holds no port. Closed last of the
+    // hooks registered so far (onClose runs in reverse), so a drain's progress stays visible.
+    app.addHook('onListen', async () => {
+      server.listen(config.metricsPort, config.host);
+      await once(server, 'listening');
+      app.log.info({ address: `http://${config.host}:${config.metricsPort}/metrics` }, 'metrics listening');
+    });
+    app.addHook('onClose', () => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())));
   },
   { name: 'metrics', dependencies: ['database'] },
 );
+
+/** GET /metrics and nothing else, in this API's error shape. */
+function metricsServer(metrics: Metrics): Server {
+  const server = createServer((request, response) => {
+    if (request.method !== 'GET' || request.url?.split('?', 1)[0] !== '/metrics') {
+      response.writeHead(404, { 'content-type': 'application/json; charset=utf-8' }).end('{"error":"the requested resource could not be found"}');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => response.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+      () => response.writeHead(500, { 'content-type': 'application/json; charset=utf-8' }).end('{"error":"the server encountered a problem and could not process your request"}'),
+    );
+  });
+  // Scrapers keep connections open: do not let one hold the shutdown.
+  server.keepAliveTimeout = 5_000;
+  return server;
+}
