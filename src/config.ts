@@ -233,6 +233,32 @@ function readDkim(get: <T>(name: VariableName) => T): DkimConfig | undefined {
   return undefined;
 }
 
+/** The mail pipeline's settings. */
+function readMail(get: <T>(name: VariableName) => T, dkim: DkimConfig | undefined, fromDomain: string): Config['mail'] {
+  return {
+    workers: get<number | undefined>('MAIL_WORKERS') ?? availableParallelism(),
+    concurrencyPerWorker: get('MAIL_CONCURRENCY_PER_WORKER'),
+    smtpConnections: get('MAIL_SMTP_CONNECTIONS'),
+    maxInFlight: get('MAIL_MAX_IN_FLIGHT'),
+    batchSize: get('MAIL_BATCH_SIZE'),
+    maxAttempts: get('MAIL_MAX_ATTEMPTS'),
+    giveUpAfterMs: get('MAIL_GIVE_UP_AFTER_MS'),
+    breakerThreshold: get('MAIL_BREAKER_THRESHOLD'),
+    breakerProbeMs: get('MAIL_BREAKER_PROBE_MS'),
+    ratePerSecond: get('MAIL_RATE_PER_SECOND'),
+    retryBaseMs: get('MAIL_RETRY_BASE_MS'),
+    retryMaxMs: get('MAIL_RETRY_MAX_MS'),
+    leaseMs: get('MAIL_LEASE_MS'),
+    sendTimeoutMs: get('MAIL_SEND_TIMEOUT_MS'),
+    workerNice: get('MAIL_WORKER_NICE'),
+    sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
+    retainSentDays: get('MAIL_RETAIN_SENT_DAYS'),
+    dkim,
+    messageIdDomain: dkim?.domainName ?? fromDomain,
+    welcomeTemplates: loadTemplates(get('MAIL_TEMPLATES_DIR')),
+  };
+}
+
 export interface LoadOptions {
   /** False for a command that sends no mail (`npm run migrate`): SMTP_URL is then not required in production. */
   readonly sendsMail?: boolean;
@@ -263,28 +289,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, { sendsMail = true }: LoadOpt
     smtpUrl: get('SMTP_URL'),
     mailFrom,
     dataDir: path.resolve(get<string>('DATA_DIR')),
-    mail: {
-      workers: get<number | undefined>('MAIL_WORKERS') ?? availableParallelism(),
-      concurrencyPerWorker: get('MAIL_CONCURRENCY_PER_WORKER'),
-      smtpConnections: get('MAIL_SMTP_CONNECTIONS'),
-      maxInFlight: get('MAIL_MAX_IN_FLIGHT'),
-      batchSize: get('MAIL_BATCH_SIZE'),
-      maxAttempts: get('MAIL_MAX_ATTEMPTS'),
-      giveUpAfterMs: get('MAIL_GIVE_UP_AFTER_MS'),
-      breakerThreshold: get('MAIL_BREAKER_THRESHOLD'),
-      breakerProbeMs: get('MAIL_BREAKER_PROBE_MS'),
-      ratePerSecond: get('MAIL_RATE_PER_SECOND'),
-      retryBaseMs: get('MAIL_RETRY_BASE_MS'),
-      retryMaxMs: get('MAIL_RETRY_MAX_MS'),
-      leaseMs: get('MAIL_LEASE_MS'),
-      sendTimeoutMs: get('MAIL_SEND_TIMEOUT_MS'),
-      workerNice: get('MAIL_WORKER_NICE'),
-      sweepIntervalMs: get('SWEEP_INTERVAL_MS'),
-      retainSentDays: get('MAIL_RETAIN_SENT_DAYS'),
-      dkim,
-      messageIdDomain: dkim?.domainName ?? fromDomain,
-      welcomeTemplates: loadTemplates(get('MAIL_TEMPLATES_DIR')),
-    },
+    mail: readMail(get, dkim, fromDomain),
     shutdownTimeoutMs: get('SHUTDOWN_TIMEOUT_MS'),
     logLevel: get('LOG_LEVEL'),
     argon2: { memoryKib: get('ARGON2_MEMORY_KIB'), iterations: get('ARGON2_ITERATIONS') },

@@ -16,10 +16,9 @@ export interface BatchSender {
   close(): void;
 }
 
-export function createBatchSender(settings: WorkerSettings): BatchSender {
-  // Once per thread: rendering an email is then a join of precompiled pieces.
-  const renderWelcome = compileWelcome(settings.welcomeTemplates);
-  const transporter = nodemailer.createTransport({
+/** One pooled SMTP transporter per thread: every option carries its why. */
+function createTransport(settings: WorkerSettings) {
+  return nodemailer.createTransport({
     url: settings.smtpUrl,
     pool: true,
     maxConnections: settings.smtpConnections,
@@ -39,6 +38,12 @@ export function createBatchSender(settings: WorkerSettings): BatchSender {
     requireTLS: settings.requireTls ?? false,
     ...(settings.dkim ? { dkim: settings.dkim } : {}),
   });
+}
+
+export function createBatchSender(settings: WorkerSettings): BatchSender {
+  // Once per thread: rendering an email is then a join of precompiled pieces.
+  const renderWelcome = compileWelcome(settings.welcomeTemplates);
+  const transporter = createTransport(settings);
   // At most one message per pooled connection is handed to nodemailer, so none waits in its
   // internal queue: a job either is on an SMTP connection or is still ours to hand back when
   // shutdown begins. (Piscina gives this thread several tasks at once.)
