@@ -8,6 +8,7 @@
 //   pending.ts   users with a pending welcome email, straight into the tables
 //   outbox-rows  outbox rows and tokens of any status and age, for the operator's tools
 //   smtp.ts      the SMTP sink (smtp-sink-process.ts runs it in a child process)
+//   faulty-smtp  the sink refusing at a chosen SMTP step (AUTH, MAIL FROM, RCPT TO, DATA, STARTTLS)
 //   service.ts   the compiled service as a child process, its JSON logs parsed
 //   app.ts       the app in-process, logs captured
 //   load.ts      the signup load generator
@@ -17,6 +18,7 @@ export { file } from './leak-check.js';
 export * from './app.js';
 export * from './database.js';
 export * from './env.js';
+export * from './faulty-smtp.js';
 export * from './http.js';
 export * from './load.js';
 export * from './outbox-rows.js';
