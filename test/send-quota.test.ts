@@ -92,15 +92,19 @@ test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over
     }
   };
   await Promise.all(services.flatMap((svc) => Array.from({ length: 2 }, () => client(svc))));
+  // From here every signup is accepted and a backlog waits: the instances may now send flat out,
+  // so the average counts from this moment (before it, the signups share the two cores).
+  const backlogFrom = Date.now();
   await waitUntil(() => smtp.received.length >= emails.length, 40_000, () => `600 emails, got ${smtp.received.length}`);
 
-  const { maxPerSecond, average, spanMs } = rates(smtp.received);
+  const { maxPerSecond, spanMs } = rates(smtp.received);
+  const { average } = rates(smtp.received.filter((mail) => mail.receivedAt >= backlogFrom));
   const perSecond = new Map<number, number>();
   const t0 = Math.min(...smtp.received.map((m) => m.receivedAt));
   for (const mail of smtp.received) perSecond.set(Math.floor((mail.receivedAt - t0) / 1000), (perSecond.get(Math.floor((mail.receivedAt - t0) / 1000)) ?? 0) + 1);
-  console.log(`# quota 40/s, 3 instances: max ${maxPerSecond} in one second, average ${average.toFixed(1)}/s over ${spanMs} ms; per second ${[...perSecond.values()].join(' ')}`);
+  console.log(`# quota 40/s, 3 instances: max ${maxPerSecond} in one second over ${spanMs} ms, average ${average.toFixed(1)}/s once the backlog was queued; per second ${[...perSecond.values()].join(' ')}`);
   assert.ok(maxPerSecond <= 46, `at most 115 % of 40 in any one-second window, saw ${maxPerSecond}`);
-  assert.ok(average >= 34, `at least 85 % of 40 on average, saw ${average.toFixed(1)}`);
+  assert.ok(average >= 34, `at least 85 % of 40 on average while the backlog lasts, saw ${average.toFixed(1)}`);
   assert.deepEqual(exactlyOnce(smtp.received, emails), [], 'every email exactly once');
   assert.equal(await metric(services[0]!, 'mailoffload_send_rate_configured'), 40);
   assert.ok((await metric(services[0]!, 'mailoffload_send_permit_wait_seconds_total')) > 0, 'time spent waiting for permits is counted');

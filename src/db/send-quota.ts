@@ -7,6 +7,12 @@ import type { Queryable } from './pool.js';
 const BUCKET_SECONDS = 0.05;
 /** A throttling reply halves the rate at most once per this many seconds, however many arrive. */
 const DECREASE_EVERY_SECONDS = 1;
+/**
+ * Permits flow at this share of the effective rate: emails leave a few milliseconds after their
+ * permit (the pool, a busy core), so a little headroom keeps every one-second window at the
+ * provider under the quota.
+ */
+const HEADROOM = 0.95;
 /** Recovery adds this share of the ceiling per second (from half to full in about ten seconds). */
 const RECOVERY_SHARE = 0.05;
 
@@ -44,7 +50,7 @@ export async function takePermits(db: Queryable, want: number): Promise<Grant> {
                         ELSE least(ceiling_rate, effective_rate + recovery_per_second * elapsed) END AS eff
          FROM q
      ), bucket AS (
-       SELECT grown.*, least(greatest(1, eff * $2), tokens + eff * elapsed) AS available FROM grown
+       SELECT grown.*, least(greatest(1, eff * $2), tokens + eff * $3 * elapsed) AS available FROM grown
      ), granted AS (
        SELECT bucket.*, CASE WHEN eff IS NULL THEN $1 ELSE least(floor(available)::int, $1) END AS n FROM bucket
      )
@@ -52,7 +58,7 @@ export async function takePermits(db: Queryable, want: number): Promise<Grant> {
         SET effective_rate = g.eff, tokens = CASE WHEN g.eff IS NULL THEN 0 ELSE g.available - g.n END, refilled_at = now()
        FROM granted g
      RETURNING g.n AS granted, g.eff AS "effectiveRate", CASE WHEN g.eff IS NULL THEN 0 ELSE g.available - g.n END AS left`,
-    [want, BUCKET_SECONDS],
+    [want, BUCKET_SECONDS, HEADROOM],
   );
   return rows[0]!;
 }

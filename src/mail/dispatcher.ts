@@ -207,13 +207,13 @@ export class Dispatcher {
   }
 
   /**
-   * Emails in the pool at once. Under a send-rate quota, about a twentieth of a second's worth:
+   * Emails in the pool at once. Under a send-rate quota, about 75 ms worth (enough for one instance to keep the rate on a local network):
    * a permit is spent when its email enters the pool, so a worker that falls behind (a busy
    * core) must not gather many permitted emails and then send them in one burst.
    */
   #poolWindow(): number {
     const rate = this.#o.quota.effectiveRate;
-    return rate === null ? this.#o.poolWindow : Math.min(this.#o.poolWindow, Math.max(2, Math.ceil(rate * 0.05)));
+    return rate === null ? this.#o.poolWindow : Math.min(this.#o.poolWindow, Math.max(2, Math.ceil(rate * 0.075)));
   }
 
   #track(work: Promise<void>, jobs: readonly HeldJob[]): void {
