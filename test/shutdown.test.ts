@@ -249,10 +249,14 @@ test('connections open at the signal: idle keep-alive ones are closed (fastify#7
   const row = await outboxOf(email);
   if (smtp.to(email).length === 1) assert.equal(row.status, 'sent', 'delivered before exit and recorded');
   else assert.deepEqual([row.status, row.attempts, row.lease_owner], ['pending', 0, null], 'handed back unsent for the next instance');
-  assert.match(probe.text(), /^HTTP\/1\.1 503 /, probe.text());
-  assert.ok(probe.text().endsWith('{"status":"draining"}'), probe.text());
-  assert.match(late.text(), /^HTTP\/1\.1 503 /, late.text());
-  assert.ok(late.text().endsWith('{"error":"the server is shutting down, please retry"}'), late.text());
+  // A request still incomplete when the server closes its idle connections is cut without an
+  // answer (Node counts a connection without a whole request as idle); one completed just before
+  // is answered 503. Both tell a client "not here, retry elsewhere"; neither is ever served.
+  const refused = (text: string, body: string) => text === '' || (/^HTTP\/1\.1 503 /.test(text) && text.endsWith(body));
+  assert.ok(refused(probe.text(), '{"status":"draining"}'), `the probe: ${probe.text()}`);
+  assert.ok(refused(late.text(), '{"error":"the server is shutting down, please retry"}'), `the late signup: ${late.text()}`);
+  const lateUsers = await db.pool.query('SELECT 1 FROM users WHERE email = $1', [JSON.parse(lateBody).email]);
+  assert.equal(lateUsers.rowCount, 0, 'the late signup created no user');
   assert.equal(smtp.received.filter((mail) => !mail.envelopeTo.includes(email)).length, 0, 'the signup refused with 503 got no email');
   console.log(`# connections at the signal: exit ${exitMs} ms after SIGTERM with an idle keep-alive connection, a signup in flight (202 + email), a probe (503 draining) and a late signup (503)`);
 });
