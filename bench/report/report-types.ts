@@ -34,7 +34,7 @@ export interface InstanceSeries {
 export interface Timeline {
   /** When second 0 was (ISO 8601). */
   readonly startedAt: string;
-  /** The end of each interval, in seconds since the start; about one second apart. */
+  /** The end of each interval, in seconds since the start: 0 (the first instance ready), then about one second apart. */
   readonly t: number[];
   /** Answers that completed in each interval, by HTTP status ("202") or failure ("error:ECONNRESET"). */
   readonly requestsByStatus: Record<string, number[]>;

@@ -65,6 +65,9 @@ export class TimelineRecorder {
 
   constructor(options: TimelineOptions = {}) {
     this.#deliveredTotal = options.deliveredTotal;
+    // The first tick, second 0, comes right after the caller's synchronous watch() and ready():
+    // the state at the start (and the first scrape, from which the first event-loop window is
+    // measured), so that every line starts at the first instance's readiness.
     this.#schedule();
   }
 
@@ -195,7 +198,7 @@ export class TimelineRecorder {
   /** Ticks on the second boundaries of the start, so a slow tick never shifts the next ones. */
   #schedule(): void {
     if (this.#stopped) return;
-    const next = this.startedAt + (this.#ticks.length + 1) * 1000;
+    const next = this.startedAt + this.#ticks.length * 1000;
     this.#timer = setTimeout(() => {
       void this.#tick();
       this.#schedule();

@@ -134,10 +134,24 @@ function overlay(u: uPlot, spec: ChartSpec, drawn: DrawnChart): void {
   ctx.font = `${11 * ratio}px system-ui, sans-serif`;
   ctx.textBaseline = 'top';
   ctx.textAlign = 'left'; // uPlot leaves the axes' alignment set
-  /** Text beside x, on the left of it near the right edge so that it is not cut. */
-  const label = (text: string, at: number, y: number) => {
+  /**
+   * Text beside x (on its left near the right edge, so that it is not cut), in the first row
+   * of its lane where it overlaps no text already drawn; left out when no row has room (the
+   * events table below the charts lists everything).
+   */
+  const lanes = {
+    top: { y: top + 2 * ratio, step: 13 * ratio, rows: [[], [], []] as { from: number; to: number }[][] },
+    bottom: { y: top + height - 14 * ratio, step: -13 * ratio, rows: [[]] as { from: number; to: number }[][] },
+  };
+  const label = (text: string, at: number, lane: keyof typeof lanes) => {
     const w = ctx.measureText(text).width;
-    ctx.fillText(text, at + 3 * ratio + w > left + width ? at - 3 * ratio - w : at + 3 * ratio, y);
+    const from = at + 3 * ratio + w > left + width ? at - 3 * ratio - w : at + 3 * ratio;
+    const gap = 4 * ratio;
+    const { y, step, rows } = lanes[lane];
+    const row = rows.findIndex((taken) => taken.every((other) => from + w + gap < other.from || from > other.to + gap));
+    if (row < 0) return;
+    rows[row]!.push({ from, to: from + w });
+    ctx.fillText(text, from, y + row * step);
   };
   drawn.drainsDrawn = 0;
   for (const drain of timeline.drains) {
@@ -146,11 +160,10 @@ function overlay(u: uPlot, spec: ChartSpec, drawn: DrawnChart): void {
     ctx.fillStyle = DRAIN_FILL;
     ctx.fillRect(from, top, to - from, height);
     ctx.fillStyle = '#bf360c';
-    label(`drain ${fmt(drain.durationMs / 1000, 2)} s`, to, top + height - 14 * ratio);
+    label(`drain ${fmt(drain.durationMs / 1000, 2)} s`, to, 'bottom');
     drawn.drainsDrawn++;
   }
   drawn.markersDrawn = 0;
-  let labelRow = 0;
   for (const marker of timeline.markers) {
     const at = x(marker.t);
     ctx.strokeStyle = MARKER_COLORS[marker.kind];
@@ -164,7 +177,7 @@ function overlay(u: uPlot, spec: ChartSpec, drawn: DrawnChart): void {
     if (spec.labels && (marker.kind === 'signal' || marker.kind === 'ready')) {
       ctx.fillStyle = MARKER_COLORS[marker.kind];
       const text = marker.kind === 'signal' ? marker.label.replace(/ to /, ' → ') : `${marker.instance} ready`;
-      label(text, at, top + 2 * ratio + (labelRow++ % 2) * 13 * ratio);
+      label(text, at, 'top');
     }
   }
   ctx.restore();
