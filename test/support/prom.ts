@@ -52,8 +52,8 @@ export class Scrape {
   }
 }
 
-export async function scrape(baseUrl: string): Promise<Scrape> {
-  const response = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(10_000) });
+export async function scrape(baseUrl: string, timeoutMs = 10_000): Promise<Scrape> {
+  const response = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
   if (!response.ok) throw new Error(`GET ${baseUrl}/metrics answered ${response.status}`);
   return new Scrape(await response.text());
 }

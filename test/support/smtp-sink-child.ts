@@ -25,6 +25,9 @@ process.on('message', (command: SinkCommand) => {
     case 'report':
       send({ type: 'report', id: command.id, total: sink.accepted, held: sink.held, duplicateMessageIds: sink.duplicateMessageIds(), byRecipient: [...sink.byRecipient] });
       break;
+    case 'total':
+      send({ type: 'total', id: command.id, total: sink.accepted });
+      break;
   }
 });
 // The parent is gone (or stopped us): nothing is left to report to.

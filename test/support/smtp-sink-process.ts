@@ -1,5 +1,6 @@
 // The SMTP sink in a child process of its own (smtp-sink-child.ts), for the benchmarks: the
-// parent asks it for counts over IPC, and can stall and resume it.
+// parent asks it for counts over IPC, and can stall and resume it. `report()` carries every
+// recipient; `total()` only the count of accepted messages, cheap enough to ask every second.
 import { fork } from 'node:child_process';
 import path from 'node:path';
 import { projectRoot } from './env.js';
@@ -7,7 +8,7 @@ import { closeAtEnd, once, track, type Scope } from './scope.js';
 
 const childEntry = path.join(projectRoot, 'dist/test/support/smtp-sink-child.js');
 
-export type SinkCommand = { readonly type: 'stall' | 'resume' } | { readonly type: 'report'; readonly id: number };
+export type SinkCommand = { readonly type: 'stall' | 'resume' } | { readonly type: 'report' | 'total'; readonly id: number };
 
 export interface SinkReport {
   readonly total: number;
@@ -18,7 +19,8 @@ export interface SinkReport {
 
 export type SinkMessage =
   | { readonly type: 'listening'; readonly port: number }
-  | ({ readonly type: 'report'; readonly id: number; readonly byRecipient: [string, number][] } & Omit<SinkReport, 'byRecipient'>);
+  | ({ readonly type: 'report'; readonly id: number; readonly byRecipient: [string, number][] } & Omit<SinkReport, 'byRecipient'>)
+  | { readonly type: 'total'; readonly id: number; readonly total: number };
 
 export interface SinkProcess {
   readonly url: string;
@@ -26,6 +28,8 @@ export interface SinkProcess {
   stall(): void;
   resume(): void;
   report(): Promise<SinkReport>;
+  /** Messages accepted so far. */
+  total(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -47,22 +51,27 @@ export async function startSmtpSinkProcess(scope: Scope, { latencyMs = 0 } = {})
     });
   });
   let nextId = 0;
+  const ask = <T extends SinkMessage['type']>(type: T & SinkCommand['type']): Promise<Extract<SinkMessage, { type: T }>> =>
+    new Promise((resolve) => {
+      const id = ++nextId;
+      const onMessage = (message: SinkMessage) => {
+        if (message.type !== type || !('id' in message) || message.id !== id) return;
+        child.off('message', onMessage);
+        resolve(message as Extract<SinkMessage, { type: T }>);
+      };
+      child.on('message', onMessage);
+      child.send({ type, id } as SinkCommand);
+    });
   return {
     url: `smtp://127.0.0.1:${port}`,
     pid: child.pid!,
     stall: () => child.send({ type: 'stall' } satisfies SinkCommand),
     resume: () => child.send({ type: 'resume' } satisfies SinkCommand),
-    report: () =>
-      new Promise<SinkReport>((resolve) => {
-        const id = ++nextId;
-        const onMessage = (message: SinkMessage) => {
-          if (message.type !== 'report' || message.id !== id) return;
-          child.off('message', onMessage);
-          resolve({ ...message, byRecipient: new Map(message.byRecipient) });
-        };
-        child.on('message', onMessage);
-        child.send({ type: 'report', id } satisfies SinkCommand);
-      }),
+    report: async () => {
+      const message = await ask('report');
+      return { ...message, byRecipient: new Map(message.byRecipient) };
+    },
+    total: async () => (await ask('total')).total,
     stop,
   };
 }
