@@ -113,15 +113,18 @@ export class Dispatcher {
   }
 
   /**
-   * A signup takes a place, if there is one; every reservation ends in submit() or cancel().
-   * While the sweeper waits for room, signups leave it a quarter of the capacity, so retries,
-   * released rows and expired leases are sent under sustained load too.
+   * The places signups leave to the sweeper while it waits for room: a quarter of the capacity,
+   * so retries, released rows and expired leases are sent under sustained load too.
    */
+  get sweeperShare(): number {
+    return Math.floor(this.capacity / 4);
+  }
+
+  /** A signup takes a place, if there is one; every reservation ends in submit() or cancel(). */
   tryReserve(): boolean {
     if (this.#draining || this.#breaker.open) return false;
-    const capacity = this.capacity;
-    const share = this.#sweeperWaiting ? Math.floor(capacity / 4) : 0;
-    if (this.inFlight + 1 > capacity - share) return false;
+    const share = this.#sweeperWaiting ? this.sweeperShare : 0;
+    if (this.inFlight + 1 > this.capacity - share) return false;
     this.#reserved++;
     return true;
   }

@@ -70,7 +70,9 @@ export class MailPipeline {
       maxInFlight: mail.maxInFlight,
       // Two messages per SMTP connection: one being sent, one ready for the moment it is done.
       poolWindow: POOL_MESSAGES_PER_CONNECTION * mail.workers * mail.smtpConnections,
-      batchSize: mail.batchSize,
+      // A task runs on one worker: no larger than that worker's share of the window, or one batch
+      // fills the whole window and the other workers' connections sit idle.
+      batchSize: Math.min(mail.batchSize, POOL_MESSAGES_PER_CONNECTION * mail.smtpConnections),
       messageIdDomain: mail.messageIdDomain,
       retry: { maxAttempts: mail.maxAttempts, giveUpAfterMs: mail.giveUpAfterMs, retryBaseMs: mail.retryBaseMs, retryMaxMs: mail.retryMaxMs },
       breaker: { threshold: mail.breakerThreshold, probeMs: mail.breakerProbeMs },

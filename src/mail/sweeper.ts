@@ -85,8 +85,12 @@ export class Sweeper {
   /** Claims and dispatches due rows while there is room; true when it stopped for want of room. */
   async #sweep(): Promise<boolean> {
     while (!this.#stopped) {
-      const room = Math.min(this.dispatcher.room, this.options.claimLimit);
+      // No more than signups must leave us while the claim runs (the sweeper's share, once we
+      // say we are waiting): a claimed row that then finds no room goes back to the outbox due
+      // now, behind every signup deferred meanwhile, so the oldest rows would starve.
+      const room = Math.min(this.dispatcher.room, this.options.claimLimit, Math.max(1, this.dispatcher.sweeperShare));
       if (room === 0) return this.#wantRoom(true);
+      this.#wantRoom(true);
       const claimedAt = Date.now();
       const rows = await claimDue(this.db, this.options.lease, room);
       if (rows.length === 0) return this.#wantRoom(false);
