@@ -54,7 +54,7 @@ const cycles = Number(args.cycles);
 const connections = Number(args.connections);
 const intervalMs = Number(args.interval) * 1000;
 const signal: NodeJS.Signals = args.kill ? 'SIGKILL' : 'SIGTERM';
-// After a SIGKILL the dead instance's leased emails wait for their lease to expire (60 s by
+// After a SIGKILL the dead instance's leased emails wait for their lease to expire (30 s by
 // default); a short lease lets the survivors recover them within the drill.
 const leaseMs = args['lease-ms'] ?? (args.kill ? '5000' : undefined);
 const drainTimeoutMs = Number(args['drain-timeout']) * 1000;
