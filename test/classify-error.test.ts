@@ -4,7 +4,6 @@
 // are checked with nodemailer itself or, last, with hand-built errors.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { test } from 'node:test';
 import nodemailer from 'nodemailer';
 import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
@@ -12,7 +11,7 @@ import type { FailedResult, MailResult, WorkerSettings } from '../src/mail/contr
 import { classifySendError } from '../workers/classify-error.js';
 import { loadWelcomeTemplates } from '../src/mail/templates.js';
 import { createBatchSender } from '../workers/send-batch.js';
-import { closeAtEnd, file } from './support/index.js';
+import { closeAtEnd, closedPort, file } from './support/index.js';
 
 
 /** An error for an smtp-server callback: its responseCode is the reply code on the wire. */
@@ -45,15 +44,6 @@ async function smtpServer(options: SMTPServerOptions): Promise<number> {
   return (server.server.address() as { port: number }).port;
 }
 
-/** A port nothing listens on: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const refuseData = (code: number, text: string): SMTPServerOptions => ({
   onData(stream, _session, callback) {
