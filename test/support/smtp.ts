@@ -2,7 +2,8 @@
 // accepts every message (or answers a chosen reply code), can be slow (latency before each
 // answer) or stall (hold every answer until resumed), and records what it received: whole
 // messages for the tests to read, or only counts per recipient and per Message-ID for the
-// benchmarks, which send too many to keep.
+// benchmarks, which send too many to keep. It can also count a message only if its reply
+// reached an open connection, as the sending client sees it (`onlyAnsweredConnections`).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { simpleParser, type ParsedMail } from 'mailparser';
@@ -15,6 +16,20 @@ export interface ReceivedMail {
   readonly receivedAt: number;
   readonly raw: string;
   readonly parsed: ParsedMail;
+}
+
+/**
+ * One message whose DATA began, kept with the messages (keepMessages). Its outcome is set when
+ * its reply comes due: 'accepted', 'refused' (by `reply`), or 'cut' when the client had hung up
+ * before and `onlyAnsweredConnections` is set.
+ */
+export interface Transmission {
+  /** smtp-server's session id: one per connection. */
+  readonly session: string;
+  readonly envelopeTo: string[];
+  /** Date.now() when DATA began. */
+  readonly dataStartedAt: number;
+  outcome?: 'accepted' | 'refused' | 'cut';
 }
 
 /** What the sink does with each message; tests may change it while the sink runs. */
@@ -35,6 +50,13 @@ export interface SmtpSinkOptions extends SmtpBehaviour {
   port?: number;
   /** smtp-server options beyond the common ones: TLS, which commands to offer, limits. */
   server?: Partial<SMTPServerOptions>;
+  /**
+   * A message whose connection closed before its reply came due is not accepted (neither kept
+   * nor counted; its transmission is 'cut'): its client never saw the reply, so to the sender
+   * it was not delivered, and a copy sent again is not a duplicate. Default false: every
+   * message whose reply came due counts, whoever was left to read it.
+   */
+  onlyAnsweredConnections?: boolean;
 }
 
 export interface SmtpSink {
@@ -50,6 +72,12 @@ export interface SmtpSink {
   readonly byRecipient: ReadonlyMap<string, number>;
   /** Answers held while stalled. */
   readonly held: number;
+  /** Every message whose DATA began, in order, when messages are kept. */
+  readonly transmissions: readonly Transmission[];
+  /** When each connection closed (Date.now()), by session id. */
+  readonly closedAt: ReadonlyMap<string, number>;
+  /** The most messages received in full and waiting for their reply at one moment. */
+  readonly maxAwaitingReply: number;
   behaviour: SmtpBehaviour;
   /** Accepted messages beyond the first of each Message-ID. */
   duplicateMessageIds(): number;
@@ -82,9 +110,11 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
   const byMessageId = new Map<string, number>();
   const held: (() => void)[] = [];
   const timers = new Set<NodeJS.Timeout>();
+  const transmissions: Transmission[] = [];
+  const closedAt = new Map<string, number>();
   let stalled = false;
   let stopped = false;
-  const counters = { accepted: 0, dataStarted: 0 };
+  const counters = { accepted: 0, dataStarted: 0, awaitingReply: 0, maxAwaitingReply: 0 };
   const behaviour: SmtpBehaviour = { latencyMs: options.latencyMs, reply: options.reply };
 
   /** Counts the message, and keeps it when asked; counted only once it is readable. */
@@ -102,8 +132,14 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
   const server = new SMTPServer({
     ...COMMON,
     ...options.server,
+    onClose(session, callback) {
+      closedAt.set(session.id, Date.now());
+      options.server?.onClose?.(session, callback);
+    },
     onData(stream, session, callback) {
       counters.dataStarted++;
+      const transmission: Transmission = { session: session.id, envelopeTo: session.envelope.rcptTo.map((r) => r.address), dataStartedAt: Date.now() };
+      if (keepMessages) transmissions.push(transmission);
       const body: Buffer[] = [];
       let head = '';
       stream.on('data', (chunk: Buffer) => {
@@ -112,13 +148,24 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
       });
       stream.on('end', () => {
         const rcpt = session.envelope.rcptTo.map((r) => r.address);
+        counters.maxAwaitingReply = Math.max(counters.maxAwaitingReply, ++counters.awaitingReply);
         const answer = () => {
+          counters.awaitingReply--;
+          // smtp-server reports a close a turn of the loop after the socket's: a reply due in
+          // between is still counted, which errs towards counting a copy, never towards losing one.
+          if (options.onlyAnsweredConnections && closedAt.has(session.id)) {
+            transmission.outcome = 'cut';
+            callback();
+            return;
+          }
           const decision = sink.behaviour.reply?.(session, rcpt);
           if (decision !== undefined) {
+            transmission.outcome = 'refused';
             const { code, text } = typeof decision === 'number' ? { code: decision, text: decision >= 500 ? 'mailbox unavailable' : 'try again later' } : decision;
             callback(Object.assign(new Error(text), { responseCode: code }));
             return;
           }
+          transmission.outcome = 'accepted';
           void record(rcpt, head, body, Date.now()).then(() => callback(), callback);
         };
         const delayed = () => {
@@ -164,6 +211,11 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
     byRecipient,
     get held() {
       return held.length;
+    },
+    transmissions,
+    closedAt,
+    get maxAwaitingReply() {
+      return counters.maxAwaitingReply;
     },
     behaviour,
     duplicateMessageIds: () => [...byMessageId.values()].reduce((sum, n) => sum + n - 1, 0),
