@@ -80,9 +80,10 @@ test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over
   const env = { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '40', MAIL_WORKERS: '1' };
   const services = await Promise.all([service(t, env), service(t, env), service(t, env)]);
   const prefix = unique('quota');
-  const emails = Array.from({ length: 600 }, (_, i) => `${prefix}-${i}@example.com`);
-  // 600 signups spread over the three instances, two at a time each (more would stall this
-  // process, which is also the SMTP server whose clock measures the rate).
+  const emails = Array.from({ length: 900 }, (_, i) => `${prefix}-${i}@example.com`);
+  // 900 signups (a burst of over 20 s at 40/s) spread over the three instances, two at a time
+  // each (more would stall this process, which is also the SMTP server whose clock measures the
+  // rate).
   let next = 0;
   const client = async (svc: ServiceProcess) => {
     while (next < emails.length) {
@@ -95,7 +96,7 @@ test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over
   // From here every signup is accepted and a backlog waits: the instances may now send flat out,
   // so the average counts from this moment (before it, the signups share the two cores).
   const backlogFrom = Date.now();
-  await waitUntil(() => smtp.received.length >= emails.length, 40_000, () => `600 emails, got ${smtp.received.length}`);
+  await waitUntil(() => smtp.received.length >= emails.length, 60_000, () => `900 emails, got ${smtp.received.length}`);
 
   const { maxPerSecond, spanMs } = rates(smtp.received);
   const { average } = rates(smtp.received.filter((mail) => mail.receivedAt >= backlogFrom));
