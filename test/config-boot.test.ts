@@ -5,7 +5,7 @@
 // when two run together.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -14,7 +14,7 @@ import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { createTestDatabase, postJson, projectRoot, startService, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
+import { createTestDatabase, postJson, processesMentioning, projectRoot, startService, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
 
 // ---------------------------------------------------------------------------------------
 // loadConfig, in-process
@@ -180,20 +180,6 @@ async function bootFailure(env: Record<string, string | undefined>) {
   return { exit, stdout, stderr, logs: service.logs, all: `${stdout}\n${stderr}\n${JSON.stringify(service.logs)}` };
 }
 
-/** Pids whose command line mentions `text` (Linux /proc; postgres is started with -D <dir>). */
-function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
-}
-
 describe('boot with an invalid environment', () => {
   for (const [variable, value] of [
     ['PORT', 'abc'],
@@ -318,16 +304,80 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
     await stopAndCheckClean(service, postmasterPid());
   });
 
-  // Only as root (as CI runs) does PostgreSQL run as another user who can be shut out; as a
-  // normal user the folders are the user's own, so there is nothing to check.
-  if (process.getuid?.() === 0) test('as root, a DATA_DIR under a folder the postgres user cannot enter fails naming that folder', async () => {
+});
+
+// Only as root (as CI runs) does PostgreSQL run as another user, who can be shut out of a
+// folder; as a normal user the folders are the user's own, so there is nothing to place.
+if (process.getuid?.() === 0) describe('as root, a DATA_DIR the postgres user cannot reach', () => {
+  const relocated = new Set<string>();
+  after(() => {
+    for (const dir of relocated) rmSync(dir, { recursive: true, force: true });
+  });
+  const placedMsg = 'embedded PostgreSQL cluster placed outside DATA_DIR, where the postgres user can enter';
+
+  test('the cluster lives outside, linked from DATA_DIR/pg; a restart finds it; a deleted DATA_DIR gets a new one', async () => {
     const closed = mkdtempSync(path.join(tmpdir(), 'mailoffload-closed-'));
     tempDirs.push(closed);
-    assert.equal(readdirSync(closed).length, 0);
-    const { exit, all } = await bootFailure({ DATA_DIR: path.join(closed, 'data') });
+    assert.equal(statSync(closed).mode & 0o777, 0o700);
+    const dataDir = path.join(closed, 'data');
+    const email = uniqueEmail('closed');
+    const password = 'closed-pa55word';
+
+    const first = await launch({ DATA_DIR: dataDir }, true);
+    const placed = first.logs.find((line) => line.msg === placedMsg);
+    assert.ok(placed, 'where the cluster went is logged');
+    assert.equal(placed.closedFolder, closed);
+    const cluster = String(placed.cluster);
+    relocated.add(cluster);
+    assert.ok(!cluster.startsWith(`${closed}/`), `${cluster} is outside the closed folder`);
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isSymbolicLink());
+    assert.equal(realpathSync(path.join(dataDir, 'pg')), cluster);
+    const owner = statSync(cluster);
+    assert.equal(owner.mode & 0o777, 0o700, 'the cluster is private to the postgres user');
+    assert.notEqual(owner.uid, 0);
+    assert.equal((await postJson(first.url, '/v1/users', { name: 'Closed', email, password })).status, 202);
+    first.kill('SIGINT');
+    assert.deepEqual(await first.exited, { code: 0, signal: null });
+    assert.deepEqual(processesMentioning(cluster), [], 'PostgreSQL stopped with the service');
+
+    const second = await launch({ DATA_DIR: dataDir }, true);
+    assert.ok(!second.logs.some((line) => line.msg === 'initialising embedded PostgreSQL'), 'the cluster is found again');
+    assert.equal((await postJson(second.url, '/v1/users', { name: 'Closed again', email, password })).status, 422, 'with its data');
+    // SIGKILL leaves PostgreSQL running on the cluster; then DATA_DIR (link, password) is deleted.
+    const orphan = Number.parseInt(readFileSync(path.join(cluster, 'postmaster.pid'), 'utf8'), 10);
+    second.kill('SIGKILL');
+    await second.exited;
+    assert.ok(isAlive(orphan), 'PostgreSQL outlived the killed service');
+    rmSync(dataDir, { recursive: true });
+
+    const third = await launch({ DATA_DIR: dataDir }, true);
+    assert.ok(third.logs.some((line) => line.msg === 'removing an embedded PostgreSQL cluster whose DATA_DIR was deleted'));
+    assert.ok(third.logs.some((line) => line.msg === 'initialising embedded PostgreSQL'));
+    assert.ok(!isAlive(orphan), 'the PostgreSQL left on the old cluster was stopped');
+    assert.equal(realpathSync(path.join(dataDir, 'pg')), cluster, 'the same place, made anew');
+    assert.equal((await postJson(third.url, '/v1/users', { name: 'Closed anew', email, password })).status, 202, 'an empty database');
+    third.kill('SIGINT');
+    assert.deepEqual(await third.exited, { code: 0, signal: null });
+    assert.deepEqual(processesMentioning(cluster), []);
+  });
+
+  test('a cluster made in DATA_DIR, then shut in by a closed folder: exit 1 naming that folder', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'mailoffload-shut-'));
+    tempDirs.push(root);
+    chmodSync(root, 0o755);
+    const dataDir = path.join(root, 'data');
+    const service = await launch({ DATA_DIR: dataDir }, true);
+    assert.ok(!service.logs.some((line) => line.msg === placedMsg), 'reachable: the cluster stays in DATA_DIR');
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isDirectory());
+    service.kill('SIGINT');
+    assert.equal((await service.exited).code, 0);
+
+    chmodSync(root, 0o700);
+    const { exit, all } = await bootFailure({ DATA_DIR: dataDir });
     assert.equal(exit.code, 1);
-    assert.ok(all.includes(`cannot enter ${closed} `), `the message names ${closed}: ${all.slice(0, 600)}`);
-    assert.match(all, /DATA_DIR/);
+    assert.ok(all.includes(`cannot enter ${root},`), `the message names ${root}: ${all.slice(0, 600)}`);
+    assert.match(all, /DATABASE_URL/);
+    assert.ok(existsSync(path.join(dataDir, 'pg', 'PG_VERSION')), 'the cluster is left where it is');
   });
 });
 

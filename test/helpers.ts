@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
@@ -225,6 +226,14 @@ export async function startService(env: Record<string, string | undefined>, { wa
     env: { PATH: process.env.PATH, PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', SWEEP_INTERVAL_MS: '200', MAIL_RETRY_BASE_MS: '200', ...FAST_ARGON2, ...NO_RATE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return followService(child, { waitReady });
+}
+
+/**
+ * Follows a child that runs the service however it was started (node directly, or `npm start`
+ * with npm's own output on stdout): JSON lines are logs, anything else is kept with stderr.
+ */
+export async function followService(child: ChildProcess, { waitReady = true, readyTimeoutMs = 30_000 } = {}): Promise<ServiceProcess> {
   const logs: Record<string, unknown>[] = [];
   const stderr: string[] = [];
   let buffer = '';
@@ -274,10 +283,24 @@ export async function startService(env: Record<string, string | undefined>, { wa
     },
   };
   if (waitReady) {
-    const started = await service.waitForLog('starting server');
+    const started = await service.waitForLog('starting server', readyTimeoutMs);
     service.port = Number(new URL(String(started.address)).port);
   }
   return service;
+}
+
+/** Pids whose command line mentions `text` (Linux /proc; postgres is started with -D <dir>). */
+export function processesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
 }
 
 export async function postJson(baseUrl: string, route: string, body: unknown, method = 'POST'): Promise<{ status: number; body: any }> {
