@@ -1,0 +1,138 @@
+// `npm ci && npm start` in a private folder, as a newcomer runs it: a copy of the project in
+// a 0700 folder (as `mktemp -d` makes, and as root's home is). As root, PostgreSQL runs as the
+// `postgres` user, which cannot enter that folder: the service must start anyway, answer a
+// signup and save the welcome email. The signals come as they do in real life: a SIGTERM to
+// npm's pid only (docker stop, systemd or Kubernetes with `npm start` as the command) and a
+// SIGINT to the whole process group (Ctrl-C in a terminal). Both must run the full graceful
+// shutdown, exit 0 and leave no process behind, PostgreSQL included.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { cpSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { FAST_ARGON2, NO_RATE_LIMITS, followService, postJson, processesMentioning, projectRoot, uniqueEmail, waitUntil, type ServiceProcess } from './helpers.js';
+
+const asRoot = process.getuid?.() === 0;
+const privateFolder = mkdtempSync(path.join(tmpdir(), 'mailoffload-private-'));
+const checkout = path.join(privateFolder, 'mailoffload');
+const dataDir = path.join(checkout, '.data');
+const running: ServiceProcess[] = [];
+let relocatedCluster: string | undefined;
+
+after(async () => {
+  // By process group, not by npm's pid: a service orphaned by a failed test is still in it.
+  for (const service of running) {
+    if (groupIsEmpty(service)) continue;
+    signalGroup(service, 'SIGINT');
+    await waitUntil(() => groupIsEmpty(service), 20_000).catch(() => signalGroup(service, 'SIGKILL'));
+  }
+  rmSync(privateFolder, { recursive: true, force: true });
+  if (relocatedCluster !== undefined) rmSync(relocatedCluster, { recursive: true, force: true });
+});
+
+/** The project as a fresh clone has it after `npm ci`: sources and node_modules, no build. */
+function copyProject(): void {
+  for (const name of readdirSync(projectRoot)) {
+    if (['.git', 'dist', '.data'].includes(name)) continue;
+    cpSync(path.join(projectRoot, name), path.join(checkout, name), { recursive: true, verbatimSymlinks: true });
+  }
+}
+
+/** `npm start` in its own process group, as a terminal runs a foreground job. */
+function npmStart(): Promise<ServiceProcess> {
+  const child = spawn('npm', ['start'], {
+    cwd: checkout,
+    detached: true,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', LOG_LEVEL: 'info', MAIL_WORKERS: '2', ...FAST_ARGON2, ...NO_RATE_LIMITS },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // npm, then the TypeScript build, then initdb: slower than a bare `node`.
+  const service = followService(child, { readyTimeoutMs: 90_000 });
+  void service.then((started) => running.push(started));
+  return service;
+}
+
+function signalGroup(service: ServiceProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-service.child.pid!, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
+}
+
+function groupIsEmpty(service: ServiceProcess): boolean {
+  try {
+    process.kill(-service.child.pid!, 0);
+    return false;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
+/** Where PostgreSQL keeps this checkout's cluster: DATA_DIR/pg, or where that link points. */
+function clusterDir(): string {
+  return realpathSync(path.join(dataDir, 'pg'));
+}
+
+async function assertStoppedClean(service: ServiceProcess, signal: NodeJS.Signals): Promise<void> {
+  const exit = await service.exited;
+  assert.deepEqual(exit, { code: 0, signal: null }, `npm exits 0 (output: ${service.stderr.join('').slice(-800)})`);
+  const stopped = service.logs.find((line) => line.msg === 'stopped server');
+  assert.ok(stopped, 'the service ran its graceful shutdown to the end');
+  assert.equal(stopped.signal, signal);
+  assert.ok(service.logs.some((line) => line.msg === 'completing background tasks'));
+  assert.ok(!service.logs.some((line) => String(line.msg).startsWith('second signal')), 'one request to stop, not two');
+  // Nothing left in npm's process group (npm, sh, node) nor on the cluster (PostgreSQL runs
+  // in a group of its own).
+  await waitUntil(() => groupIsEmpty(service), 5000, () => 'the process group to be empty');
+  assert.deepEqual(processesMentioning(clusterDir()), [], 'no PostgreSQL process left on the cluster');
+  assert.ok(!existsSync(path.join(clusterDir(), 'postmaster.pid')), 'PostgreSQL shut down cleanly');
+}
+
+test('a copy in a 0700 folder: npm start answers a signup, saves the .eml; a SIGTERM to npm alone stops it all, exit 0', async () => {
+  assert.equal(statSync(privateFolder).mode & 0o777, 0o700);
+  copyProject();
+  assert.ok(!existsSync(path.join(checkout, 'dist')), 'no build yet: npm start builds');
+
+  const service = await npmStart();
+  if (asRoot) {
+    // The postgres user cannot enter the private folder: the cluster lives outside it, linked.
+    const placed = service.logs.find((line) => line.msg === 'embedded PostgreSQL cluster placed outside DATA_DIR, where the postgres user can enter');
+    assert.ok(placed, 'the new location is logged');
+    assert.equal(placed.closedFolder, privateFolder);
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isSymbolicLink());
+    relocatedCluster = clusterDir();
+    assert.equal(placed.cluster, relocatedCluster);
+    assert.ok(!relocatedCluster.startsWith(privateFolder));
+  } else {
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isDirectory(), 'as the owner of the folder, the cluster is in DATA_DIR');
+  }
+
+  const email = uniqueEmail('anywhere');
+  const signup = await postJson(service.url, '/v1/users', { name: 'Newcomer', email, password: 'pa55word1234' });
+  assert.equal(signup.status, 202);
+  const mailbox = path.join(dataDir, 'mailbox');
+  await waitUntil(
+    () => existsSync(mailbox) && readdirSync(mailbox).some((file) => file.endsWith('.eml') && readFileSync(path.join(mailbox, file), 'utf8').includes(email)),
+    15_000,
+    () => `an .eml for ${email} in ${mailbox}`,
+  );
+
+  const npmPid = service.child.pid!;
+  const nodePid = Number(service.logs.find((line) => line.msg === 'starting server')!.pid);
+  assert.notEqual(nodePid, npmPid, 'the service is a child of npm, not npm itself');
+  process.kill(npmPid, 'SIGTERM');
+  await assertStoppedClean(service, 'SIGTERM');
+});
+
+test('the same copy again: Ctrl-C (SIGINT to the process group) is one graceful shutdown, exit 0', async () => {
+  assert.ok(existsSync(path.join(checkout, 'package.json')), 'the first test made the copy');
+  const service = await npmStart();
+  assert.ok(!service.logs.some((line) => line.msg === 'initialising embedded PostgreSQL'), 'the cluster of the first start is reused');
+  const email = uniqueEmail('ctrl-c');
+  assert.equal((await postJson(service.url, '/v1/users', { name: 'Ctrl C', email, password: 'pa55word1234' })).status, 202);
+  // The terminal signals every process of the foreground group, and npm forwards its copy.
+  signalGroup(service, 'SIGINT');
+  await assertStoppedClean(service, 'SIGINT');
+});
