@@ -25,10 +25,10 @@ export function postgresUserIfRoot(): RunAs | undefined {
 }
 
 /**
- * The first existing folder above `target` that `user` cannot enter (no search permission),
- * or undefined when every one of them lets it through. Mode bits only: the user's own group
- * is checked, supplementary groups and ACLs are not (they can only make us relocate when we
- * did not need to, never the reverse for the usual 0700 home or mkdtemp folder).
+ * The outermost existing folder above `target` that `user` cannot enter (no search
+ * permission), or undefined when every one of them lets it through. Mode bits only (owner,
+ * primary group, others): supplementary groups and ACLs are not read. A 0700 home or
+ * `mktemp -d` folder, the cases that matter, are plain mode bits.
  */
 export function firstClosedFolder(target: string, user: RunAs): string | undefined {
   const closed: string[] = [];
