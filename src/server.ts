@@ -1,8 +1,8 @@
 // Process entry: config -> app -> listen. Signals are handled here and nowhere else.
-// The shutdown sequence (shared/DESIGN.md) is carried out by app.close(): preClose flips
-// readiness and stops the sweeper, the HTTP server stops accepting and lets in-flight
-// requests finish, then the plugins' onClose hooks drain the task group under the deadline,
-// release what is left, destroy the pool and close the database, in that order.
+// The shutdown sequence is carried out by app.close(): preClose flips readiness and stops
+// the sweeper, the HTTP server stops accepting and lets in-flight requests finish, then the
+// plugins' onClose hooks drain the task group under the deadline, release what is left,
+// destroy the pool and close the database, in that order.
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
@@ -30,15 +30,27 @@ const FORCE_EXIT_AFTER_DRAIN_MS = 10_000;
 const booting = buildApp(config, log);
 let shuttingDown = false;
 
-closeWithGrace(
+function secondSignal(signal: NodeJS.Signals): void {
+  // Exit now; whatever was unfinished is still in the outbox and its lease will expire.
+  log.error({ signal }, 'second signal: exiting immediately, unfinished emails stay in the outbox');
+  log.flush();
+}
+
+// SIGINT and SIGTERM are ours, the rest (SIGHUP, errors) close-with-grace's. Under `npm start`
+// npm forwards every SIGINT and SIGTERM it gets to the service, so a signal sent to the whole
+// process group (Ctrl-C in a terminal, systemd stopping the unit) arrives twice, milliseconds
+// apart. That copy is the same request to stop, not the second signal that cuts the drain.
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const;
+// npm sets npm_lifecycle_event for every script it runs; started otherwise, nothing forwards.
+const FORWARDED_COPY_MS = process.env.npm_lifecycle_event === undefined ? 0 : 1000;
+let stopRequest: { signal: NodeJS.Signals; at: number } | undefined;
+
+const grace = closeWithGrace(
   {
     delay: config.shutdownTimeoutMs + FORCE_EXIT_AFTER_DRAIN_MS,
     logger: false,
-    onSecondSignal: (signal) => {
-      // Exit now; whatever was unfinished is still in the outbox and its lease will expire.
-      log.error({ signal }, 'second signal: exiting immediately, unfinished emails stay in the outbox');
-      log.flush();
-    },
+    skip: [...STOP_SIGNALS],
+    onSecondSignal: secondSignal,
     onTimeout: (delay) => {
       log.error({ delayMs: delay }, 'shutdown did not finish in time: exiting');
       log.flush();
@@ -46,8 +58,9 @@ closeWithGrace(
   },
   async ({ signal, err }) => {
     shuttingDown = true;
+    const stopSignal = signal ?? stopRequest?.signal ?? null;
     if (err) log.error({ err }, 'unexpected error: shutting down');
-    log.info({ signal: signal ?? null }, 'shutting down server');
+    log.info({ signal: stopSignal }, 'shutting down server');
     const started = Date.now();
     // A boot that failed has already logged and exited (below): nothing to close.
     const app = await booting.catch(() => undefined);
@@ -55,10 +68,22 @@ closeWithGrace(
     await app.close();
     const drainMs = Date.now() - started;
     app.metrics.lastDrainSeconds.set(drainMs / 1000);
-    log.info({ signal: signal ?? null, drainMs }, 'stopped server');
+    log.info({ signal: stopSignal, drainMs }, 'stopped server');
     log.flush();
   },
 );
+
+for (const signal of STOP_SIGNALS) {
+  process.on(signal, () => {
+    if (!shuttingDown) {
+      stopRequest = { signal, at: Date.now() };
+      void grace.close();
+    } else if (!(signal === stopRequest?.signal && Date.now() - stopRequest.at < FORWARDED_COPY_MS)) {
+      secondSignal(signal);
+      process.exit(1);
+    }
+  });
+}
 
 let app: Awaited<typeof booting>;
 try {

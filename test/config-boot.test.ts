@@ -5,7 +5,7 @@
 // when two run together.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { describe, test } from 'node:test';
@@ -14,7 +14,21 @@ import pg from 'pg';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { isAlive, startEmbeddedPostgres } from '../src/db/embedded-postgres.js';
 import { createLogger } from '../src/logger.js';
-import { closeAtEnd, createTestDatabase, file, postJson, projectRoot, startTestService, tempDir, uniqueEmail, waitUntil, type ServiceProcess } from './support/index.js';
+import {
+  closeAtEnd,
+  createTestDatabase,
+  file,
+  postJson,
+  processesMentioning,
+  projectRoot,
+  startTestService,
+  stopProcessesMentioning,
+  tempDir,
+  uniqueEmail,
+  waitUntil,
+  type Scope,
+  type ServiceProcess,
+} from './support/index.js';
 
 // ---------------------------------------------------------------------------------------
 // loadConfig, in-process
@@ -145,12 +159,15 @@ describe('loadConfig', () => {
 // ---------------------------------------------------------------------------------------
 // The compiled service as a child process
 
-/** A service for this file: whatever a failed test leaves running is stopped at its end. */
-const launch = (env: Record<string, string | undefined>, waitReady: boolean) => startTestService(file, env, { waitReady });
+/**
+ * A service stopped at the end of `scope` if still running: by default the file's, or a test's
+ * `t` when it runs in that test's temporary folders (removed when the test ends).
+ */
+const launch = (env: Record<string, string | undefined>, waitReady: boolean, scope: Scope = file) => startTestService(scope, env, { waitReady });
 
 /** Runs the service until it exits by itself (a boot that must fail) and returns its output. */
-async function bootFailure(env: Record<string, string | undefined>) {
-  const service = await launch(env, false);
+async function bootFailure(env: Record<string, string | undefined>, scope: Scope = file) {
+  const service = await launch(env, false, scope);
   // startService sorts stdout into JSON logs and other lines; keep the raw stdout as well.
   let stdout = '';
   service.child.stdout!.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
@@ -160,20 +177,6 @@ async function bootFailure(env: Record<string, string | undefined>) {
   ]);
   const stderr = service.stderr.join('');
   return { exit, stdout, stderr, logs: service.logs, all: `${stdout}\n${stderr}\n${JSON.stringify(service.logs)}` };
-}
-
-/** Pids whose command line mentions `text` (Linux /proc; postgres is started with -D <dir>). */
-function processesMentioning(text: string): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(text)) pids.push(Number(entry));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return pids;
 }
 
 describe('boot with an invalid environment', () => {
@@ -298,16 +301,85 @@ describe('embedded PostgreSQL under DATA_DIR', () => {
     await stopAndCheckClean(service, postmasterPid());
   });
 
-  // Only as root (as CI runs) does PostgreSQL run as another user who can be shut out; as a
-  // normal user the folders are the user's own, so there is nothing to check.
-  if (process.getuid?.() === 0) test('as root, a DATA_DIR under a folder the postgres user cannot enter fails naming that folder', async () => {
+});
+
+// Only as root (as CI runs) does PostgreSQL run as another user, who can be shut out of a
+// folder; as a normal user the folders are the user's own, so there is nothing to place.
+if (process.getuid?.() === 0) describe('as root, a DATA_DIR the postgres user cannot reach', () => {
+  const placedMsg = 'embedded PostgreSQL cluster placed outside DATA_DIR, where the postgres user can enter';
+
+  /**
+   * A cluster placed outside DATA_DIR is in no temporary folder of ours: at the end of the
+   * test, stop whatever PostgreSQL a failed assertion left on it, and remove it.
+   */
+  function removeAtEnd(t: Scope, cluster: string): void {
+    closeAtEnd(t, async () => {
+      await stopProcessesMentioning(cluster);
+      rmSync(cluster, { recursive: true, force: true });
+    });
+  }
+
+  test('the cluster lives outside, linked from DATA_DIR/pg; a restart finds it; a deleted DATA_DIR gets a new one', async (t) => {
     // 0700, as mkdtemp makes it: the `postgres` user cannot enter.
-    const closed = tempDir(file, 'closed', 0o700);
-    assert.equal(readdirSync(closed).length, 0);
-    const { exit, all } = await bootFailure({ DATA_DIR: path.join(closed, 'data') });
+    const closed = tempDir(t, 'closed', 0o700);
+    assert.equal(statSync(closed).mode & 0o777, 0o700);
+    const dataDir = path.join(closed, 'data');
+    const email = uniqueEmail('closed');
+    const password = 'closed-pa55word';
+
+    const first = await launch({ DATA_DIR: dataDir }, true, t);
+    const placed = first.logs.find((line) => line.msg === placedMsg);
+    assert.ok(placed, 'where the cluster went is logged');
+    assert.equal(placed.closedFolder, closed);
+    const cluster = String(placed.cluster);
+    removeAtEnd(t, cluster);
+    assert.ok(!cluster.startsWith(`${closed}/`), `${cluster} is outside the closed folder`);
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isSymbolicLink());
+    assert.equal(realpathSync(path.join(dataDir, 'pg')), cluster);
+    const owner = statSync(cluster);
+    assert.equal(owner.mode & 0o777, 0o700, 'the cluster is private to the postgres user');
+    assert.notEqual(owner.uid, 0);
+    assert.equal((await postJson(first.url, '/v1/users', { name: 'Closed', email, password })).status, 202);
+    first.kill('SIGINT');
+    assert.deepEqual(await first.exited, { code: 0, signal: null });
+    assert.deepEqual(processesMentioning(cluster), [], 'PostgreSQL stopped with the service');
+
+    const second = await launch({ DATA_DIR: dataDir }, true, t);
+    assert.ok(!second.logs.some((line) => line.msg === 'initialising embedded PostgreSQL'), 'the cluster is found again');
+    assert.equal((await postJson(second.url, '/v1/users', { name: 'Closed again', email, password })).status, 422, 'with its data');
+    // SIGKILL leaves PostgreSQL running on the cluster; then DATA_DIR (link, password) is deleted.
+    const orphan = Number.parseInt(readFileSync(path.join(cluster, 'postmaster.pid'), 'utf8'), 10);
+    second.kill('SIGKILL');
+    await second.exited;
+    assert.ok(isAlive(orphan), 'PostgreSQL outlived the killed service');
+    rmSync(dataDir, { recursive: true });
+
+    const third = await launch({ DATA_DIR: dataDir }, true, t);
+    assert.ok(third.logs.some((line) => line.msg === 'removing an embedded PostgreSQL cluster whose DATA_DIR was deleted'));
+    assert.ok(third.logs.some((line) => line.msg === 'initialising embedded PostgreSQL'));
+    assert.ok(!isAlive(orphan), 'the PostgreSQL left on the old cluster was stopped');
+    assert.equal(realpathSync(path.join(dataDir, 'pg')), cluster, 'the same place, made anew');
+    assert.equal((await postJson(third.url, '/v1/users', { name: 'Closed anew', email, password })).status, 202, 'an empty database');
+    third.kill('SIGINT');
+    assert.deepEqual(await third.exited, { code: 0, signal: null });
+    assert.deepEqual(processesMentioning(cluster), []);
+  });
+
+  test('a cluster made in DATA_DIR, then shut in by a closed folder: exit 1 naming that folder', async (t) => {
+    const root = tempDir(t, 'shut');
+    const dataDir = path.join(root, 'data');
+    const service = await launch({ DATA_DIR: dataDir }, true, t);
+    assert.ok(!service.logs.some((line) => line.msg === placedMsg), 'reachable: the cluster stays in DATA_DIR');
+    assert.ok(lstatSync(path.join(dataDir, 'pg')).isDirectory());
+    service.kill('SIGINT');
+    assert.equal((await service.exited).code, 0);
+
+    chmodSync(root, 0o700);
+    const { exit, all } = await bootFailure({ DATA_DIR: dataDir }, t);
     assert.equal(exit.code, 1);
-    assert.ok(all.includes(`cannot enter ${closed} `), `the message names ${closed}: ${all.slice(0, 600)}`);
-    assert.match(all, /DATA_DIR/);
+    assert.ok(all.includes(`cannot enter ${root},`), `the message names ${root}: ${all.slice(0, 600)}`);
+    assert.match(all, /DATABASE_URL/);
+    assert.ok(existsSync(path.join(dataDir, 'pg', 'PG_VERSION')), 'the cluster is left where it is');
   });
 });
 

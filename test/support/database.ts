@@ -3,7 +3,7 @@
 // temporary folders the `postgres` user can enter. Each is removed at the end of its scope.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -23,12 +23,19 @@ export function tempDir(scope: Scope, prefix: string, mode = 0o755): string {
   return dir;
 }
 
-/** An embedded PostgreSQL in a temporary folder, stopped (and the folder removed) at the end of `scope`. */
+/**
+ * An embedded PostgreSQL in a temporary folder, stopped (and the folder removed) at the end of
+ * `scope`. As root, with a TMPDIR the `postgres` user cannot reach, the cluster is placed
+ * outside the folder (DATA_DIR/pg is then a link to it): it is removed too.
+ */
 export async function startTempPostgres(scope: Scope, log: Log, prefix: string): Promise<EmbeddedPostgres> {
   const dataDir = tempDir(scope, prefix);
   const server = await startEmbeddedPostgres(dataDir, log);
+  const cluster = realpathSync(path.join(dataDir, 'pg'));
   const stop = once(async () => {
     await server.stop();
+    // Inside the folder, the folder's own removal would do; outside, only this does.
+    rmSync(cluster, { recursive: true, force: true });
     untrack();
   });
   const untrack = track({ kind: 'embedded PostgreSQL', label: dataDir, forceClose: stop });

@@ -10,6 +10,7 @@
 //   smtp.ts      the SMTP sink (smtp-sink-process.ts runs it in a child process)
 //   faulty-smtp  the sink refusing at a chosen SMTP step (AUTH, MAIL FROM, RCPT TO, DATA, STARTTLS)
 //   service.ts   the compiled service as a child process, its JSON logs parsed
+//   processes    processes still running on a folder; process groups
 //   app.ts       the app in-process, logs captured
 //   load.ts      the signup load generator
 //   prom.ts      a Prometheus text reader
@@ -23,6 +24,7 @@ export * from './http.js';
 export * from './load.js';
 export * from './outbox-rows.js';
 export * from './pending.js';
+export * from './processes.js';
 export * from './prom.js';
 export * from './scope.js';
 export * from './service.js';

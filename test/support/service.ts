@@ -1,9 +1,11 @@
 // The compiled service (or another entry built like it) as a child process: real signals,
 // exit codes, and its pino JSON log lines parsed as they arrive. At the end of its scope a
 // child still running is stopped politely, then firmly, so that a failed assertion never
-// leaves a process behind (nor the embedded PostgreSQL it may have started).
+// leaves a process behind (nor the embedded PostgreSQL it may have started). startService
+// spawns node itself; followService follows a child started any other way (`npm start`).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { NO_RATE_LIMITS, projectRoot, serverEntry, TEST_ENV } from './env.js';
+import { groupIsEmpty, signalGroup } from './processes.js';
 import { closeAtEnd, track, type Scope } from './scope.js';
 import { waitUntil } from './wait.js';
 
@@ -26,14 +28,13 @@ export interface ServiceProcess {
   kill(signal: NodeJS.Signals): void;
   /**
    * SIGTERM (unless it was signalled already), then SIGKILL if it has not exited after
-   * `graceMs`; resolves once it has exited. Safe to call twice.
+   * `graceMs`; resolves once it has exited (with `processGroup`, once its group is empty).
+   * Safe to call twice.
    */
   stop(graceMs?: number): Promise<Exit>;
 }
 
-export interface ServiceOptions {
-  /** The script to run (default: dist/src/server.js). */
-  readonly entry?: string;
+export interface FollowOptions {
   /** For messages (default 'service'). */
   readonly name?: string;
   /** Wait for `starting server` and take the port from it (default true). */
@@ -41,6 +42,17 @@ export interface ServiceOptions {
   readonly readyTimeoutMs?: number;
   /** How long a child still running at the end of the scope gets after SIGTERM (default 10 s). */
   readonly graceMs?: number;
+  /**
+   * The child leads a process group of its own (spawned `detached`), as `npm start` with its
+   * shell and node under a terminal: the service counts as stopped only once the whole group
+   * is gone (npm may exit before node), and the SIGKILL after `graceMs` goes to the group.
+   */
+  readonly processGroup?: boolean;
+}
+
+export interface ServiceOptions extends FollowOptions {
+  /** The script to run (default: dist/src/server.js). */
+  readonly entry?: string;
 }
 
 /** A benchmark can run for minutes: keep memory bounded, keeping the newest lines. */
@@ -56,12 +68,21 @@ function pushBounded<T>(list: T[], item: T, max: number): void {
  * on a free port, logging JSON at info, with the signup rate limits off.
  */
 export async function startService(scope: Scope, env: Record<string, string | undefined>, options: ServiceOptions = {}): Promise<ServiceProcess> {
-  const { entry = serverEntry, name = 'service', waitReady = true, readyTimeoutMs = 60_000, graceMs = 10_000 } = options;
-  const child = spawn(process.execPath, [entry], {
+  const child = spawn(process.execPath, [options.entry ?? serverEntry], {
     cwd: projectRoot,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', LOG_LEVEL: 'info', ...NO_RATE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  return followService(scope, child, options);
+}
+
+/**
+ * Follows a child that runs the service however it was started (node directly, or `npm start`
+ * with npm's own output on stdout): JSON lines are its logs, anything else is kept with
+ * stderr. The child must have been spawned with stdout and stderr piped.
+ */
+export async function followService(scope: Scope, child: ChildProcess, options: FollowOptions = {}): Promise<ServiceProcess> {
+  const { name = 'service', waitReady = true, readyTimeoutMs = 60_000, graceMs = 10_000, processGroup = false } = options;
   const logs: Record<string, unknown>[] = [];
   const stderr: string[] = [];
   let buffer = '';
@@ -80,23 +101,40 @@ export async function startService(scope: Scope, env: Record<string, string | un
   });
   child.stderr!.on('data', (chunk: Buffer) => pushBounded(stderr, chunk.toString('utf8'), MAX_LOG_LINES));
   let gone = false;
+  const pid = child.pid!;
   const exited = new Promise<Exit>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-  // Tracked until it exits, however it exits.
-  const untrack = track({ kind: 'service', label: `${name} (pid ${child.pid})`, forceClose: () => stop(0) });
+  // Tracked until it exits, however it exits (a process group: until the group is empty).
+  const untrack = track({ kind: 'service', label: `${name} (pid ${pid})`, forceClose: () => stop(0) });
   void exited.then(() => {
     gone = true;
-    untrack();
+    if (!processGroup) untrack();
   });
+  const running = () => (processGroup ? !groupIsEmpty(pid) : !gone);
+  const killHard = () => (processGroup ? signalGroup(pid, 'SIGKILL') : child.kill('SIGKILL'));
   // A second SIGTERM makes the service exit at once, cutting its drain: stop() signals only a
   // child that has not been signalled yet, and only once.
   let signalled = false;
   let stopping: Promise<Exit> | undefined;
   const stop = (grace = graceMs): Promise<Exit> =>
-    (stopping ??= (() => {
-      if (gone) return exited;
-      if (!signalled) service.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), grace);
-      return exited.finally(() => clearTimeout(timer));
+    (stopping ??= (async () => {
+      if (!running()) {
+        untrack();
+        return exited;
+      }
+      if (!signalled) {
+        // npm gone, node still running: the group's leader is no longer there to forward it.
+        if (gone) signalGroup(pid, 'SIGTERM');
+        else service.kill('SIGTERM');
+      }
+      const timer = setTimeout(killHard, grace);
+      try {
+        await exited;
+        if (processGroup) await waitUntil(() => groupIsEmpty(pid), grace + 5_000, () => `the process group of ${name} (pid ${pid}) to be empty`);
+      } finally {
+        clearTimeout(timer);
+      }
+      untrack();
+      return exited;
     })());
   closeAtEnd(scope, () => stop());
   const tail = () => stderr.join('').slice(-800);
@@ -104,7 +142,7 @@ export async function startService(scope: Scope, env: Record<string, string | un
   const service: ServiceProcess = {
     name,
     child,
-    pid: child.pid!,
+    pid,
     port: 0,
     get url() {
       return `http://127.0.0.1:${this.port}`;
