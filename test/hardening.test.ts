@@ -24,6 +24,7 @@ import {
   LogCapture,
   projectRoot,
   startTestService,
+  tempDir,
   startSmtpSink,
   tokenFrom,
   uniqueEmail,
@@ -600,7 +601,7 @@ test('METRICS_PORT serves /metrics on a listener of its own, off the API port, u
   const metricsPort = (probe.address() as net.AddressInfo).port;
   await new Promise<void>((resolve) => probe.close(() => resolve()));
 
-  const service = await startTestService(t, { DATABASE_URL: db.url, METRICS_PORT: String(metricsPort) });
+  const service = await startTestService(t, { DATABASE_URL: db.url, DATA_DIR: tempDir(t, 'metrics'), METRICS_PORT: String(metricsPort) });
   childOutput.push(...service.logs.map((line) => JSON.stringify(line)));
   const own = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
   assert.equal(own.status, 200);
