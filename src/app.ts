@@ -57,7 +57,7 @@ function createServer(config: Config, logger: Logger) {
     return503OnClosing: false,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    // Hardening (issue 6): X-Forwarded-For only from the proxies TRUST_PROXY names; a keep-alive
+    // Hardening: X-Forwarded-For only from the proxies TRUST_PROXY names; a keep-alive
     // socket is closed after MAX_REQUESTS_PER_SOCKET requests (0: no cap).
     trustProxy: config.http.trustProxy,
     maxRequestsPerSocket: config.http.maxRequestsPerSocket,

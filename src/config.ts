@@ -43,7 +43,7 @@ const variables = {
   DKIM_PRIVATE_KEY: { schema: { type: 'string', minLength: 1 }, accepts: 'a PEM private key, or the path of a PEM file' },
   METRICS_ENABLED: { schema: { type: 'boolean', default: true }, accepts: 'true or false' },
   METRICS_PORT: { schema: { type: 'integer', minimum: 1, maximum: 65535 }, accepts: 'an integer port from 1 to 65535 (a listener of its own for GET /metrics)' },
-  // Hardening (issue 6). 0 disables a limit.
+  // Hardening. 0 disables a limit.
   RATE_LIMIT_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 1000000, default: 60 }, accepts: 'an integer from 0 (off) to 1000000 (signups per client address per minute)' },
   RATE_LIMIT_GLOBAL_PER_MINUTE: { schema: { type: 'integer', minimum: 0, maximum: 10000000, default: 6000 }, accepts: 'an integer from 0 (off) to 10000000 (signups per minute, all clients together)' },
   TRUST_PROXY: { schema: { type: 'string' }, accepts: 'false, true, or a comma list of proxy IPs/CIDRs (or loopback, linklocal, uniquelocal)' },
