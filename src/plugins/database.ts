@@ -50,10 +50,12 @@ export default fp<{ config: Config }>(
     app.decorate('db', pool);
     // Retention of old sent emails and expired tokens uses this pool; registered after the
     // pool's hook, so its onClose runs first (hooks run in reverse) and it stops before the
-    // pool ends.
+    // pool ends. A pass stuck on a hung database is not waited for past the deadline.
     const retention = new Retention(pool, app.log.child({ component: 'retention' }), { retainSentDays: config.mail.retainSentDays });
     retention.start();
-    app.addHook('onClose', () => retention.stop());
+    app.addHook('onClose', async () => {
+      await settleBy(retention.stop(), (app.lifecycle.drainingSince || Date.now()) + config.shutdownTimeoutMs);
+    });
   },
   { name: 'database', dependencies: ['lifecycle'] },
 );
