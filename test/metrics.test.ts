@@ -40,8 +40,10 @@ test('a delivered signup shows in the counters, histograms and gauges', async ()
   await signup(email);
   await waitUntil(() => smtp.to(email).length === 1, 10_000, () => `welcome email to ${email}`);
   await waitUntil(async () => (await outboxStatus(email)) === 'sent', 10_000, () => 'outbox row marked sent');
-  // Results are counted when the batch returns, before the row is written: both are done now.
-  const m = await metrics();
+  // The row is visible as sent the moment PostgreSQL commits, a moment before the service has
+  // read the UPDATE's answer and let the task go: wait for that too, then read everything.
+  let m = await metrics();
+  await waitUntil(async () => (m = await metrics()).value('mailoffload_task_group_pending') === 0, 5_000, () => 'the task settled');
 
   assert.ok((m.value('mailoffload_emails_sent_total') ?? 0) >= 1, 'emails sent counted');
   assert.ok((m.value('mailoffload_email_send_duration_seconds_count') ?? 0) >= 1, 'send duration observed');
