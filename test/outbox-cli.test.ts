@@ -2,7 +2,6 @@
 // test database holding rows of every kind, and against the embedded default (DATA_DIR, no
 // DATABASE_URL) with the built service running and then stopped.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,41 +14,24 @@ import {
   closeAtEnd,
   createTestDatabase,
   postJson,
-  projectRoot,
+  runScript,
   seedEmail,
   startSmtpSink,
   startTestService,
   tempDir,
   uniqueEmail,
   waitUntil,
+  type CommandRun,
   type Database,
 } from './support/index.js';
 
-const entry = path.join(projectRoot, 'dist/scripts/outbox.js');
 const PREFIX = 'mailoffload outbox: ';
 
-interface Run {
-  readonly code: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+type Run = CommandRun;
 
 /** The command with only the environment given (nothing inherited but PATH). */
 function outbox(args: readonly string[], env: Record<string, string>): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [entry, ...args], { cwd: projectRoot, env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    // A command that hangs fails the test instead of the whole run.
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runScript('scripts/outbox.js', args, env);
 }
 
 /** Exit 0, nothing on stderr, and the JSON document on stdout. */

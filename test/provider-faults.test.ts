@@ -8,8 +8,6 @@
 // side (each has its own database and server): most of their time is outages waited out.
 // Each test reports its figures with t.diagnostic (lines starting with "#" in the output).
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, test, type TestContext } from 'node:test';
 import { loadConfig } from '../src/config.js';
@@ -20,7 +18,7 @@ import {
   CleanupStack,
   createTestDatabase,
   postJson,
-  projectRoot,
+  runScript,
   Scrape,
   scrape,
   startFaultySmtp,
@@ -29,6 +27,7 @@ import {
   TEST_CA_FILE,
   uniqueEmail,
   waitUntil,
+  type CommandRun,
   type Database,
   type FaultySmtp,
   type Refusal,
@@ -424,24 +423,8 @@ describe('the circuit breaker', { concurrency: true }, () => {
 // Dead letters, the give-up age, and attempts that were never made
 
 /** The built `npm run outbox` command, with only the environment given (and PATH). */
-function outboxCli(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(projectRoot, 'dist/scripts/outbox.js'), ...args], {
-      cwd: projectRoot,
-      env: { PATH: process.env.PATH, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+function outboxCli(args: readonly string[], env: Record<string, string>): Promise<CommandRun> {
+  return runScript('scripts/outbox.js', args, env, 60_000);
 }
 
 describe('dead letters and attempts', { concurrency: true }, () => {

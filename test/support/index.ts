@@ -15,8 +15,10 @@
 //   load.ts      the signup load generator
 //   prom.ts      a Prometheus text reader
 //   http.ts      a JSON request to a running service
+//   command.ts   a built script (a CLI) run to completion
 export { file } from './leak-check.js';
 export * from './app.js';
+export * from './command.js';
 export * from './database.js';
 export * from './env.js';
 export * from './faulty-smtp.js';
