@@ -242,16 +242,16 @@ export class Dispatcher {
     }
     this.#inPool -= batch.length;
     this.#schedulePump();
+    const byId = new Map(batch.map((held) => [held.outboxId, held]));
     // Known sent: never released, even past the deadline (a resend would be a duplicate).
-    for (const result of results) if (result.status === 'sent') byIdOf(batch, result.outboxId).sent = true;
+    for (const result of results) if (result.status === 'sent') byId.get(result.outboxId)!.sent = true;
     if (this.#abandoned) return;
     this.#o.metrics.observeBatch(results, (performance.now() - started) / 1000);
     for (const held of batch) held.where = 'result';
-    await this.#record(batch, results);
+    await this.#record(byId, results);
   }
 
-  async #record(batch: readonly HeldJob[], results: readonly MailResult[]): Promise<void> {
-    const byId = new Map(batch.map((held) => [held.outboxId, held]));
+  async #record(byId: ReadonlyMap<number, HeldJob>, results: readonly MailResult[]): Promise<void> {
     const sent: HeldJob[] = [];
     const released: HeldJob[] = [];
     const failed: { held: HeldJob; result: FailedResult; permanent: boolean }[] = [];
@@ -431,10 +431,6 @@ export class Dispatcher {
       }
     }
   }
-}
-
-function byIdOf(batch: readonly HeldJob[], outboxId: number): HeldJob {
-  return batch.find((held) => held.outboxId === outboxId)!;
 }
 
 function heldRow(held: HeldJob): HeldRow {
