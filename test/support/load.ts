@@ -14,6 +14,8 @@ export interface SignupOutcome {
   /** Date.now() when the request was sent. */
   readonly startedAt: number;
   readonly elapsedMs: number;
+  /** When the answer arrived, in ms since the epoch with a fraction (comparable across processes). */
+  readonly answeredAt: number;
   /** The HTTP status, or undefined when no response came back. */
   readonly status: number | undefined;
   readonly body: unknown;
@@ -33,6 +35,8 @@ export interface SignupLoadOptions {
   readonly requestTimeoutMs?: number;
   /** Every address starts with it, so a test can find its users with LIKE 'prefix%'. */
   readonly prefix?: string;
+  /** Requests started per second, spread evenly (default: as fast as answers come back). */
+  readonly ratePerSecond?: number;
   /** Called with each outcome as it is recorded. */
   readonly onOutcome?: (outcome: SignupOutcome) => void;
 }
@@ -106,14 +110,28 @@ export function startSignupLoad(scope: Scope, options: SignupLoadOptions): Signu
     } catch (error) {
       failure = failureOf(error);
     }
-    const outcome = { email, target, startedAt, elapsedMs: Math.round((performance.now() - started) * 10) / 10, status, body, failure };
+    const answered = performance.now();
+    const outcome = { email, target, startedAt, elapsedMs: Math.round((answered - started) * 10) / 10, answeredAt: performance.timeOrigin + answered, status, body, failure };
     outcomes.push(outcome);
     options.onOutcome?.(outcome);
     return outcome;
   };
 
+  const began = performance.now();
+  let slots = 0;
+  // With a rate, the n-th request may not start before began + n / rate: each worker takes
+  // the next slot, then waits for it.
+  const paced = async (): Promise<void> => {
+    if (options.ratePerSecond === undefined) return;
+    const due = began + (slots++ * 1000) / options.ratePerSecond;
+    const wait = due - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  };
+
   const worker = async (): Promise<void> => {
     while (!stopped && sent < limit && Date.now() < deadline) {
+      await paced();
+      if (stopped || sent >= limit || Date.now() >= deadline) break;
       const outcome = await one();
       // A refused connection fails in microseconds: back off, so a dead target is not spun on
       // (that would starve the SMTP server in the same process, and slow the drain it measures).

@@ -53,6 +53,10 @@ export interface FollowOptions {
 export interface ServiceOptions extends FollowOptions {
   /** The script to run (default: dist/src/server.js). */
   readonly entry?: string;
+  /** Its working directory (default: the repository root). */
+  readonly cwd?: string;
+  /** Options for node before the script (`--cpu-prof`, …). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** A benchmark can run for minutes: keep memory bounded, keeping the newest lines. */
@@ -68,8 +72,8 @@ function pushBounded<T>(list: T[], item: T, max: number): void {
  * on a free port, logging JSON at info, with the signup rate limits off.
  */
 export async function startService(scope: Scope, env: Record<string, string | undefined>, options: ServiceOptions = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [options.entry ?? serverEntry], {
-    cwd: projectRoot,
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), options.entry ?? serverEntry], {
+    cwd: options.cwd ?? projectRoot,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', LOG_LEVEL: 'info', ...NO_RATE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -25,6 +25,9 @@ process.on('message', (command: SinkCommand) => {
     case 'report':
       send({ type: 'report', id: command.id, total: sink.accepted, held: sink.held, duplicateMessageIds: sink.duplicateMessageIds(), byRecipient: [...sink.byRecipient] });
       break;
+    case 'times':
+      send({ type: 'times', id: command.id, firstAcceptedAt: [...sink.firstAcceptedAt] });
+      break;
     case 'total':
       send({ type: 'total', id: command.id, total: sink.accepted });
       break;

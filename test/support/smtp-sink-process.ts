@@ -8,7 +8,7 @@ import { closeAtEnd, once, track, type Scope } from './scope.js';
 
 const childEntry = path.join(projectRoot, 'dist/test/support/smtp-sink-child.js');
 
-export type SinkCommand = { readonly type: 'stall' | 'resume' } | { readonly type: 'report' | 'total'; readonly id: number };
+export type SinkCommand = { readonly type: 'stall' | 'resume' } | { readonly type: 'report' | 'total' | 'times'; readonly id: number };
 
 export interface SinkReport {
   readonly total: number;
@@ -20,7 +20,8 @@ export interface SinkReport {
 export type SinkMessage =
   | { readonly type: 'listening'; readonly port: number }
   | ({ readonly type: 'report'; readonly id: number; readonly byRecipient: [string, number][] } & Omit<SinkReport, 'byRecipient'>)
-  | { readonly type: 'total'; readonly id: number; readonly total: number };
+  | { readonly type: 'total'; readonly id: number; readonly total: number }
+  | { readonly type: 'times'; readonly id: number; readonly firstAcceptedAt: [string, number][] };
 
 export interface SinkProcess {
   readonly url: string;
@@ -30,6 +31,8 @@ export interface SinkProcess {
   report(): Promise<SinkReport>;
   /** Messages accepted so far. */
   total(): Promise<number>;
+  /** When each recipient's first message was accepted (ms since the epoch, with a fraction). */
+  acceptedTimes(): Promise<Map<string, number>>;
   stop(): Promise<void>;
 }
 
@@ -72,6 +75,7 @@ export async function startSmtpSinkProcess(scope: Scope, { latencyMs = 0 } = {})
       return { ...message, byRecipient: new Map(message.byRecipient) };
     },
     total: async () => (await ask('total')).total,
+    acceptedTimes: async () => new Map((await ask('times')).firstAcceptedAt),
     stop,
   };
 }

@@ -70,6 +70,8 @@ export interface SmtpSink {
   readonly dataStarted: number;
   /** Accepted messages per envelope recipient (lowercased). */
   readonly byRecipient: ReadonlyMap<string, number>;
+  /** When each recipient's first message was accepted, in ms since the epoch with a fraction (comparable across processes). */
+  readonly firstAcceptedAt: ReadonlyMap<string, number>;
   /** Answers held while stalled. */
   readonly held: number;
   /** Every message whose DATA began, in order, when messages are kept. */
@@ -107,6 +109,7 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
   const keepMessages = options.keepMessages ?? true;
   const received: ReceivedMail[] = [];
   const byRecipient = new Map<string, number>();
+  const firstAcceptedAt = new Map<string, number>();
   const byMessageId = new Map<string, number>();
   const held: (() => void)[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -123,7 +126,12 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
       const raw = Buffer.concat(body).toString('utf8');
       received.push({ envelopeTo: rcpt, raw, parsed: await simpleParser(raw), receivedAt });
     }
-    for (const address of rcpt) byRecipient.set(address.toLowerCase(), (byRecipient.get(address.toLowerCase()) ?? 0) + 1);
+    const acceptedAt = performance.timeOrigin + performance.now();
+    for (const address of rcpt) {
+      const key = address.toLowerCase();
+      byRecipient.set(key, (byRecipient.get(key) ?? 0) + 1);
+      if (!firstAcceptedAt.has(key)) firstAcceptedAt.set(key, acceptedAt);
+    }
     const messageId = /^message-id:\s*(<[^>]+>)/im.exec(head)?.[1] ?? '(none)';
     byMessageId.set(messageId, (byMessageId.get(messageId) ?? 0) + 1);
     counters.accepted++;
@@ -209,6 +217,7 @@ export async function startSmtpSink(scope: Scope, options: SmtpSinkOptions = {})
       return counters.dataStarted;
     },
     byRecipient,
+    firstAcceptedAt,
     get held() {
       return held.length;
     },

@@ -1,0 +1,80 @@
+// CPU time of local processes from /proc (Linux): the service's (every thread) and
+// PostgreSQL's (the postmaster and its backends). Read at the start and the end of a
+// measured window; the difference is what the window cost. Clock ticks are 1/100 s, so
+// windows should last seconds.
+import { readdirSync, readFileSync } from 'node:fs';
+import pg from 'pg';
+
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+interface Stat {
+  readonly ppid: number;
+  /** utime + stime: this process's own threads. */
+  readonly ownMs: number;
+  /** cutime + cstime: children it has waited for (a backend that exited). */
+  readonly reapedMs: number;
+}
+
+function readStat(pid: number): Stat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined; // gone
+  }
+  // The command name is in parentheses and may hold spaces: fields start after the last ')'.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  const field = (n: number) => Number(fields[n - 3]);
+  return { ppid: field(4), ownMs: (field(14) + field(15)) * TICK_MS, reapedMs: (field(16) + field(17)) * TICK_MS };
+}
+
+/** CPU ms used so far by `pid`, every thread of it. */
+export function processCpuMs(pid: number): number {
+  return readStat(pid)?.ownMs ?? Number.NaN;
+}
+
+/**
+ * CPU ms used so far by a PostgreSQL server: the postmaster, its live children (backends,
+ * checkpointer, WAL writer…) and the children it has already reaped.
+ */
+export function postgresCpuMs(postmasterPid: number): number {
+  const postmaster = readStat(postmasterPid);
+  if (!postmaster) return Number.NaN;
+  let total = postmaster.ownMs + postmaster.reapedMs;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = readStat(Number(entry));
+    if (stat?.ppid === postmasterPid) total += stat.ownMs;
+  }
+  return total;
+}
+
+/**
+ * The postmaster's pid for a server at `url` on this host: the parent of the backend that
+ * answers us.
+ */
+export async function postmasterPidOf(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const backend = readStat(rows[0]!.pid);
+    if (!backend) throw new Error(`PostgreSQL at ${new URL(url).host} does not run on this host: its CPU cannot be read from /proc`);
+    return backend.ppid;
+  } finally {
+    await client.end();
+  }
+}
+
+/** A window's CPU, service and PostgreSQL, in ms. */
+export interface CpuWindow {
+  stop(): { serviceMs: number; postgresMs: number };
+}
+
+export function startCpuWindow(servicePid: number, postmasterPid: number): CpuWindow {
+  const service = processCpuMs(servicePid);
+  const postgres = postgresCpuMs(postmasterPid);
+  return {
+    stop: () => ({ serviceMs: processCpuMs(servicePid) - service, postgresMs: postgresCpuMs(postmasterPid) - postgres }),
+  };
+}

@@ -1,0 +1,93 @@
+// `npm run bench -- hash`: signups/s at the service's default (OWASP) argon2id cost against
+// what the same cores do hashing alone, measured in the same run: @node-rs/argon2 in this
+// process, one hash per core at a time. The ratio is what everything else a signup does
+// (HTTP, the signup statement, the welcome email) costs at that cost.
+import { hash as argon2 } from '@node-rs/argon2';
+import { availableParallelism } from 'node:os';
+import { startSignupLoad, summarize } from '../../test/support/load.js';
+import { acceptedSet, awaitDelivery } from '../common.js';
+import { buildOptions, buildsFrom, rotate, startBuild, startRig, withScope, type Build, type Rig } from '../rig.js';
+import { intOption, medianOf, type Context, type Measure, type Outcome, type Scenario, type Values } from '../scenario.js';
+
+/** The service's defaults (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS): OWASP's argon2id minimum. */
+const OWASP = { memoryCost: 19_456, timeCost: 2, parallelism: 1, algorithm: 2 /* argon2id */ } as const;
+
+/** Hashes/s of `parallel` hashes at a time, kept up for `seconds`. */
+async function rawHashesPerSecond(parallel: number, seconds: number): Promise<number> {
+  const deadline = performance.now() + seconds * 1000;
+  let done = 0;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: parallel }, async (_, lane) => {
+      while (performance.now() < deadline) {
+        await argon2(`pa55word-${lane}-${done}`, OWASP);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - started) / 1000);
+}
+
+async function serviceSignupsPerSecond(rig: Rig, build: Build, connections: number, seconds: number, args: Values, tag: string) {
+  return withScope(async (scope) => {
+    const service = await startBuild(scope, rig, build, { LOG_LEVEL: 'info' }, args);
+    const warm = startSignupLoad(scope, { targets: [service.url], concurrency: connections, count: connections * 2, prefix: `warm-${tag}` });
+    await warm.done;
+    const load = startSignupLoad(scope, { targets: [service.url], concurrency: connections, maxDurationMs: seconds * 1000, requestTimeoutMs: 30_000, prefix: `hash-${tag}` });
+    await load.done;
+    const summary = summarize(load.outcomes);
+    const delivery = await awaitDelivery(rig.sink, acceptedSet(load), Date.now(), 60_000);
+    await service.stop();
+    return { signupsPerSecond: load.accepted().length / (summary.durationMs / 1000), p99Ms: summary.latencyMs.p99, lost: delivery.lost };
+  });
+}
+
+export const hash: Scenario = {
+  name: 'hash',
+  summary: 'signups/s at the OWASP argon2id cost (19456 KiB x 2) against raw argon2 hashes/s on the same cores, same run',
+  options: {
+    connections: { type: 'string', default: '32' },
+    seconds: { type: 'string', default: '10' },
+    ...buildOptions,
+  },
+  async run({ args, runs, cleanup, progress }: Context): Promise<Outcome> {
+    const connections = intOption(args, 'connections');
+    const seconds = intOption(args, 'seconds');
+    const cores = availableParallelism();
+    const builds = buildsFrom(args);
+    const rig = await startRig(cleanup);
+    await rawHashesPerSecond(cores, 1); // warm up
+    const raw: number[] = [];
+    const signups = new Map<string, { signupsPerSecond: number; p99Ms: number; lost: number }[]>(builds.map((b) => [b.label, []]));
+    for (let run = 0; run < runs; run++) {
+      // The raw rate first on odd runs, last on even ones.
+      const steps = rotate<'raw' | Build>(['raw', ...builds], run);
+      for (const step of steps) {
+        if (step === 'raw') {
+          raw.push(await rawHashesPerSecond(cores, seconds));
+          progress(`run ${run + 1}/${runs}: raw argon2 ${raw.at(-1)!.toFixed(1)} hashes/s`);
+        } else {
+          const figures = await serviceSignupsPerSecond(rig, step, connections, seconds, args, `${step.label}-${run}`);
+          signups.get(step.label)!.push(figures);
+          progress(`run ${run + 1}/${runs}: ${step.label} ${figures.signupsPerSecond.toFixed(1)} signups/s, p99 ${figures.p99Ms.toFixed(0)} ms`);
+        }
+      }
+    }
+    const measures: Measure[] = [{ name: 'raw argon2id hashes/s', unit: '/s', values: raw, note: `${cores} at a time, in the bench process` }];
+    for (const build of builds) {
+      const suffix = build.label === 'this' ? '' : ` (${build.label})`;
+      const list = signups.get(build.label)!;
+      measures.push({ name: `signups/s${suffix}`, unit: '/s', values: list.map((f) => f.signupsPerSecond) });
+      measures.push({ name: `signups / raw hashes${suffix}`, unit: 'x', values: list.map((f, i) => f.signupsPerSecond / raw[i]!) });
+      measures.push({ name: `signup p99${suffix}`, unit: 'ms', values: list.map((f) => f.p99Ms) });
+    }
+    const ratio = medianOf(measures, 'signups / raw hashes');
+    return {
+      title: `${connections} clients for ${seconds} s per build, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time for ${seconds} s; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
+      measures,
+      targets: [{ name: `signups/s >= 80 % of raw argon2 hashes/s, same run (${(ratio * 100).toFixed(0)} %)`, met: ratio >= 0.8 }],
+      lost: [...signups.values()].flat().reduce((sum, f) => sum + f.lost, 0),
+      details: { connections, seconds, cores, raw, runs: Object.fromEntries(signups) },
+    };
+  },
+};
