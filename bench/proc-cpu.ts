@@ -33,6 +33,17 @@ export function processCpuMs(pid: number): number {
   return readStat(pid)?.ownMs ?? Number.NaN;
 }
 
+/** CPU ms used so far by the main thread of `pid` (the event loop), a part of processCpuMs. */
+export function mainThreadCpuMs(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /**
  * CPU ms used so far by a PostgreSQL server: the postmaster, its live children (backends,
  * checkpointer, WAL writer…) and the children it has already reaped.
@@ -68,13 +79,19 @@ export async function postmasterPidOf(url: string): Promise<number> {
 
 /** A window's CPU, service and PostgreSQL, in ms. */
 export interface CpuWindow {
-  stop(): { serviceMs: number; postgresMs: number };
+  /** The service's CPU (of which `mainThreadMs` on its event loop) and PostgreSQL's. */
+  stop(): { serviceMs: number; mainThreadMs: number; postgresMs: number };
 }
 
 export function startCpuWindow(servicePid: number, postmasterPid: number): CpuWindow {
   const service = processCpuMs(servicePid);
+  const main = mainThreadCpuMs(servicePid);
   const postgres = postgresCpuMs(postmasterPid);
   return {
-    stop: () => ({ serviceMs: processCpuMs(servicePid) - service, postgresMs: postgresCpuMs(postmasterPid) - postgres }),
+    stop: () => ({
+      serviceMs: processCpuMs(servicePid) - service,
+      mainThreadMs: mainThreadCpuMs(servicePid) - main,
+      postgresMs: postgresCpuMs(postmasterPid) - postgres,
+    }),
   };
 }

@@ -17,6 +17,7 @@ interface Figures {
   signupsPerSecond: number;
   emailsPerSecond: number;
   serviceCpuMs: number;
+  mainThreadCpuMs: number;
   postgresCpuMs: number;
   latencyP50Ms: number;
   latencyP99Ms: number;
@@ -55,6 +56,7 @@ async function throughput(scope: Scope, rig: Rig, service: ServiceProcess, pid: 
     signupsPerSecond: accepted.size / (summary.durationMs / 1000),
     emailsPerSecond: delivery.delivered / ((lastEmail - started) / 1000),
     serviceCpuMs: cpu.serviceMs / accepted.size,
+    mainThreadCpuMs: cpu.mainThreadMs / accepted.size,
     postgresCpuMs: cpu.postgresMs / accepted.size,
     lost: delivery.lost,
     duplicates: delivery.duplicates,
@@ -99,6 +101,7 @@ function measuresOf(label: string, figures: readonly Figures[]): Measure[] {
     { name: `signups/s${suffix}`, unit: '/s', values: of((f) => f.signupsPerSecond) },
     { name: `emails/s${suffix}`, unit: '/s', values: of((f) => f.emailsPerSecond), note: 'delivered / (first signup to last email accepted)' },
     { name: `CPU per signup+email, service${suffix}`, unit: 'ms', values: of((f) => f.serviceCpuMs), note: 'every thread' },
+    { name: `  of which the API thread${suffix}`, unit: 'ms', values: of((f) => f.mainThreadCpuMs), note: 'the rest: mail threads, libuv pool, GC' },
     { name: `CPU per signup+email, PostgreSQL${suffix}`, unit: 'ms', values: of((f) => f.postgresCpuMs), note: 'postmaster + backends' },
     { name: `CPU per signup+email, total${suffix}`, unit: 'ms', values: of((f) => f.serviceCpuMs + f.postgresCpuMs) },
     { name: `latency 202 -> SMTP p50${suffix}`, unit: 'ms', values: of((f) => f.latencyP50Ms) },

@@ -26,8 +26,9 @@ export interface HeldRow {
  * attempt: `attempts` is left alone.
  */
 export async function claimDue(db: Queryable, lease: Lease, limit: number): Promise<ClaimedRow[]> {
-  const { rows } = await db.query<ClaimedRow>(
-    `WITH pending AS (
+  const { rows } = await db.query<ClaimedRow>({
+    name: 'outbox-claim-due',
+    text: `WITH pending AS (
        SELECT id FROM email_outbox
         WHERE status = 'pending' AND next_attempt_at <= now()
         ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -47,8 +48,8 @@ export async function claimDue(db: Queryable, lease: Lease, limit: number): Prom
      SELECT c.id AS "outboxId", c.lease_generation AS generation, c.user_id AS "userId", u.name, u.email::text AS email
        FROM claimed c JOIN users u ON u.id = c.user_id
       ORDER BY c.id`,
-    [lease.owner, limit, lease.ms],
-  );
+    values: [lease.owner, limit, lease.ms],
+  });
   return rows;
 }
 
@@ -58,13 +59,14 @@ export async function claimDue(db: Queryable, lease: Lease, limit: number): Prom
  */
 export async function renewLeases(db: Queryable, lease: Lease, held: readonly HeldRow[]): Promise<Set<number>> {
   if (held.length === 0) return new Set();
-  const { rows } = await db.query<{ id: number }>(
-    `UPDATE email_outbox o SET lease_expires_at = now() + $2 * interval '1 millisecond'
+  const { rows } = await db.query<{ id: number }>({
+    name: 'outbox-renew-leases',
+    text: `UPDATE email_outbox o SET lease_expires_at = now() + $2 * interval '1 millisecond'
        FROM unnest($3::bigint[], $4::bigint[]) AS h(id, generation)
-      WHERE o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation
+      WHERE o.id = ANY($3::bigint[]) AND o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation
       RETURNING o.id`,
-    [lease.owner, lease.ms, held.map((h) => h.outboxId), held.map((h) => h.generation)],
-  );
+    values: [lease.owner, lease.ms, held.map((h) => h.outboxId), held.map((h) => h.generation)],
+  });
   return new Set(rows.map((row) => row.id));
 }
 
@@ -74,15 +76,16 @@ export interface Delivery extends HeldRow {
 
 /** Marks delivered rows, with the Message-ID the worker set. Returns the ids written (the others were stale). */
 export async function markSent(db: Queryable, owner: string, deliveries: readonly Delivery[]): Promise<Set<number>> {
-  const { rows } = await db.query<{ id: number }>(
-    `UPDATE email_outbox o
+  const { rows } = await db.query<{ id: number }>({
+    name: 'outbox-mark-sent',
+    text: `UPDATE email_outbox o
         SET status = 'sent', sent_at = now(), updated_at = now(), attempts = o.attempts + 1, last_error = NULL,
             lease_owner = NULL, lease_expires_at = NULL, message_id = d.message_id
        FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS d(id, generation, message_id)
-      WHERE o.id = d.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = d.generation
+      WHERE o.id = ANY($2::bigint[]) AND o.id = d.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = d.generation
       RETURNING o.id`,
-    [owner, deliveries.map((d) => d.outboxId), deliveries.map((d) => d.generation), deliveries.map((d) => d.messageId)],
-  );
+    values: [owner, deliveries.map((d) => d.outboxId), deliveries.map((d) => d.generation), deliveries.map((d) => d.messageId)],
+  });
   return new Set(rows.map((row) => row.id));
 }
 
@@ -116,8 +119,9 @@ export interface FailureOutcome {
  * failed together do not retry together. Stale rows (taken over) are not written.
  */
 export async function markFailed(db: Queryable, owner: string, failures: readonly Failure[], policy: RetryPolicy): Promise<FailureOutcome[]> {
-  const { rows } = await db.query<FailureOutcome>(
-    `UPDATE email_outbox o
+  const { rows } = await db.query<FailureOutcome>({
+    name: 'outbox-mark-failed',
+    text: `UPDATE email_outbox o
         SET status = CASE WHEN f.throttled THEN 'pending'
                           WHEN f.permanent
                             OR o.retry_window_start + $8 * interval '1 millisecond' <= now()
@@ -128,9 +132,9 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
                                       END * interval '1 millisecond',
             last_error = f.error, lease_owner = NULL, lease_expires_at = NULL
        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $10::boolean[]) AS f(id, generation, error, permanent, throttled)
-      WHERE o.id = f.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = f.generation
+      WHERE o.id = ANY($2::bigint[]) AND o.id = f.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = f.generation
       RETURNING o.id AS "outboxId", o.status, o.attempts`,
-    [
+    values: [
       owner,
       failures.map((f) => f.outboxId),
       failures.map((f) => f.generation),
@@ -142,7 +146,7 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
       policy.maxAttempts,
       failures.map((f) => f.throttled),
     ],
-  );
+  });
   return rows;
 }
 
@@ -154,14 +158,15 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
  */
 export async function release(db: Queryable, owner: string, held: readonly HeldRow[], dueInMs = 0): Promise<number> {
   if (held.length === 0) return 0;
-  const { rowCount } = await db.query(
-    `UPDATE email_outbox o
+  const { rowCount } = await db.query({
+    name: 'outbox-release',
+    text: `UPDATE email_outbox o
         SET status = 'pending', next_attempt_at = now() + $4 * interval '1 millisecond', updated_at = now(),
             lease_owner = NULL, lease_expires_at = NULL
        FROM unnest($2::bigint[], $3::bigint[]) AS h(id, generation)
-      WHERE o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
-    [owner, held.map((h) => h.outboxId), held.map((h) => h.generation), dueInMs],
-  );
+      WHERE o.id = ANY($2::bigint[]) AND o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
+    values: [owner, held.map((h) => h.outboxId), held.map((h) => h.generation), dueInMs],
+  });
   return rowCount ?? 0;
 }
 

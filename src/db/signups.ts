@@ -38,8 +38,9 @@ export interface SignupRecord {
 
 export async function insertSignup(db: Queryable, signup: NewSignup): Promise<SignupRecord> {
   try {
-    const { rows } = await db.query<User & { outbox_id: number }>(
-      `WITH new_user AS (
+    const { rows } = await db.query<User & { outbox_id: number }>({
+      name: 'insert-signup',
+      text: `WITH new_user AS (
          INSERT INTO users (name, email, password_hash) VALUES ($1, $2, $3)
          RETURNING id, created_at, name, email::text AS email, activated, version
        ), token AS (
@@ -55,8 +56,8 @@ export async function insertSignup(db: Queryable, signup: NewSignup): Promise<Si
          RETURNING id
        )
        SELECT new_user.*, outbox.id AS outbox_id FROM new_user, outbox`,
-      [signup.name, signup.email, signup.passwordHash, signup.tokenHash, signup.tokenTtlMs, signup.lease?.owner ?? null, signup.lease?.ms ?? 0],
-    );
+      values: [signup.name, signup.email, signup.passwordHash, signup.tokenHash, signup.tokenTtlMs, signup.lease?.owner ?? null, signup.lease?.ms ?? 0],
+    });
     const { outbox_id: outboxId, ...user } = rows[0]!;
     return { user, outboxId, generation: signup.lease ? 1 : 0 };
   } catch (error) {
