@@ -12,8 +12,10 @@ import { finish, fmt } from './common.js';
 import { intOption, median, UsageError, type Outcome, type Scenario } from './scenario.js';
 import { e2e } from './scenarios/e2e.js';
 import { hash } from './scenarios/hash.js';
+import { mail } from './scenarios/mail.js';
+import { offload } from './scenarios/offload.js';
 
-const scenarios: readonly Scenario[] = [e2e, hash];
+const scenarios: readonly Scenario[] = [e2e, hash, mail, offload];
 
 const common = {
   runs: { type: 'string', default: '3' },

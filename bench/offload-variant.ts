@@ -1,4 +1,5 @@
-// bench:offload's comparison variants, run as a child process like the real service:
+// The comparison handlers of `npm run bench -- offload`, run as a child process like the real
+// service (it migrates its database at boot, as the service does):
 //   VARIANT=await   (b) `await sendMail` on the API thread before replying 202
 //   VARIANT=fire    (c) sendMail on the API thread, not awaited and not tracked
 // Same request schema, validation, password hash, signup transaction (src/db/signups.ts),
@@ -9,6 +10,7 @@ import closeWithGrace from 'close-with-grace';
 import Fastify from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import nodemailer from 'nodemailer';
+import { runMigrations } from '../src/db/migrations.js';
 import { createPool } from '../src/db/pool.js';
 import { insertSignup } from '../src/db/signups.js';
 import { createLogger } from '../src/logger.js';
@@ -40,6 +42,7 @@ const transporter = nodemailer.createTransport({
   ...(env.DKIM_PRIVATE_KEY ? { dkim: { domainName: domain, keySelector: env.DKIM_SELECTOR!, privateKey: env.DKIM_PRIVATE_KEY.replace(/\\n/g, '\n') } } : {}),
 });
 
+await runMigrations(env.DATABASE_URL!, log);
 const db = createPool(env.DATABASE_URL!, log, 10_000);
 const metrics = new Metrics({ defaultMetrics: true });
 const app = Fastify({ loggerInstance: log, disableRequestLogging: true, genReqId: () => randomUUID() }).withTypeProvider<TypeBoxTypeProvider>();

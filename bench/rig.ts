@@ -3,6 +3,7 @@
 // one, or DATABASE_URL) and its postmaster's pid for /proc; and the builds being compared:
 // this checkout's, and with `--baseline DIR` another built checkout's, started the same way
 // against the same parts, round robin, so "before" and "after" share the machine's state.
+import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
@@ -32,6 +33,8 @@ export interface Build {
   /** 'this' (the checkout running the bench) or 'baseline'. */
   readonly label: string;
   readonly root: string;
+  /** The script to run, relative to root (default: the service, dist/src/server.js). */
+  readonly entry?: string;
 }
 
 /** The options of every scenario that starts the service. */
@@ -66,19 +69,30 @@ export function rotate<T>(list: readonly T[], run: number): T[] {
  */
 export async function startBuild(scope: Scope, rig: Rig, build: Build, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
   const database = await createDatabase(scope, rig.serverUrl, 'bench');
+  return startBuildOn(scope, rig, build, database.url, env, args);
+}
+
+/** The same on a database that already exists: a successor on its predecessor's outbox. */
+export function startBuildOn(scope: Scope, rig: Rig, build: Build, databaseUrl: string, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
   const profileDir = typeof args['cpu-prof'] === 'string' ? path.resolve(args['cpu-prof'], build.label) : undefined;
   return startService(
     scope,
-    { DATA_DIR: tempDir(scope, 'bench-data'), DATABASE_URL: database.url, SMTP_URL: rig.sink.url, MAIL_FROM: TEST_MAIL_FROM, ...NO_RATE_LIMITS, ...env },
+    { DATA_DIR: tempDir(scope, 'bench-data'), DATABASE_URL: databaseUrl, SMTP_URL: rig.sink.url, MAIL_FROM: TEST_MAIL_FROM, ...NO_RATE_LIMITS, ...env },
     {
       name: `${build.label} service`,
-      entry: path.join(build.root, 'dist/src/server.js'),
+      entry: path.join(build.root, build.entry ?? 'dist/src/server.js'),
       cwd: build.root,
       readyTimeoutMs: 90_000,
       graceMs: 60_000,
       ...(profileDir ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] } : {}),
     },
   );
+}
+
+/** DKIM settings with an RSA-2048 key generated for this run. */
+export function dkimEnv(): Record<string, string> {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  return { DKIM_DOMAIN: 'mailoffload.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey };
 }
 
 /** Runs `body` with a scope of its own, cleaned up (service stopped, database dropped) after. */

@@ -3,14 +3,13 @@
 // steady 20 signups/s for the latency from the 202 to the sink's acceptance. CPU per signup
 // and its email is read from /proc for the service (every thread) and for PostgreSQL (the
 // postmaster and its backends), over the window from the first signup to the last email.
-import { generateKeyPairSync } from 'node:crypto';
 import { FAST_ARGON2 } from '../../test/support/env.js';
 import { startSignupLoad, summarize } from '../../test/support/load.js';
 import type { Scope } from '../../test/support/scope.js';
 import type { ServiceProcess } from '../../test/support/service.js';
 import { acceptedSet, awaitDelivery } from '../common.js';
 import { startCpuWindow } from '../proc-cpu.js';
-import { buildOptions, buildsFrom, rotate, startBuild, startRig, withScope, type Build, type Rig } from '../rig.js';
+import { buildOptions, buildsFrom, dkimEnv, rotate, startBuild, startRig, withScope, type Build, type Rig } from '../rig.js';
 import { intOption, medianOf, type Context, type Measure, type Outcome, type Scenario, type Target, type Values } from '../scenario.js';
 
 interface Figures {
@@ -87,11 +86,6 @@ async function measureOnce(rig: Rig, build: Build, settings: Settings, args: Val
     await service.stop();
     return { ...load, latencyP50Ms: steady.p50, latencyP99Ms: steady.p99, lost: load.lost + steady.lost, duplicates: load.duplicates + steady.duplicates };
   });
-}
-
-function dkimEnv(): Record<string, string> {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
-  return { DKIM_DOMAIN: 'mailoffload.test', DKIM_SELECTOR: 'bench', DKIM_PRIVATE_KEY: privateKey };
 }
 
 function measuresOf(label: string, figures: readonly Figures[]): Measure[] {

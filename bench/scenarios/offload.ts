@@ -1,0 +1,124 @@
+// `npm run bench -- offload`: what offloading the welcome email buys. The same signup load
+// against three handlers, each a child process: (a) this service, pool + outbox; (b) `await
+// sendMail` on the API thread; (c) fire-and-forget on the API thread (offload-runs.ts). For
+// each: requests/s, p99, the API thread's event-loop delay p99, emails lost when SIGTERM
+// arrives halfway through a separate run, and the CPU the mail path costs per delivered email,
+// service and PostgreSQL, against the email-disabled baseline measured in the same run. DKIM
+// is on unless --no-dkim: signing is the CPU the pool is there to keep off the API thread.
+import { availableParallelism } from 'node:os';
+import { rotate, dkimEnv, startRig, type Rig } from '../rig.js';
+import { intOption, type Context, type Measure, type Outcome, type Scenario, type Target } from '../scenario.js';
+import { emailDisabled, HANDLERS, LABELS, sigterm, throughput, type EmailDisabled, type Handler, type Settings, type Terminated, type Throughput } from './offload-runs.js';
+
+interface RunFigures {
+  readonly throughput: Record<Handler, Throughput>;
+  readonly terminated: Record<Handler, Terminated>;
+  readonly disabled: EmailDisabled;
+}
+
+const LOOP_TARGET_MS = 20;
+
+function settingsOf(args: Context['args']): Settings {
+  return {
+    durationS: intOption(args, 'duration'),
+    sigtermS: intOption(args, 'sigterm-duration', 2),
+    connections: intOption(args, 'connections'),
+    drainTimeoutMs: intOption(args, 'drain-timeout') * 1000,
+    workers: args.workers === undefined ? undefined : intOption(args, 'workers'),
+    // The hash is deliberately cheap by default, so that the mail path, not argon2, is measured.
+    env: {
+      ARGON2_MEMORY_KIB: String(intOption(args, 'argon2-memory-kib')),
+      ARGON2_ITERATIONS: String(intOption(args, 'argon2-iterations')),
+      LOG_LEVEL: 'info',
+      ...(args['no-dkim'] ? {} : dkimEnv()),
+    },
+    args,
+  };
+}
+
+/** One run: every handler's throughput and SIGTERM runs and the baseline, in a rotated order. */
+async function measureRun(rig: Rig, settings: Settings, run: number, progress: Context['progress']): Promise<RunFigures> {
+  const figures = { throughput: {}, terminated: {} } as { throughput: Record<Handler, Throughput>; terminated: Record<Handler, Terminated>; disabled?: EmailDisabled };
+  for (const step of rotate<Handler | 'email-disabled'>([...HANDLERS, 'email-disabled'], run)) {
+    progress(`run ${run + 1}, ${LABELS[step]}: ${settings.durationS} s of signups${step === 'email-disabled' ? '' : `, then ${settings.sigtermS} s with SIGTERM at ${settings.sigtermS / 2} s`}`);
+    if (step === 'email-disabled') {
+      figures.disabled = await emailDisabled(rig, settings, `${run}`);
+      continue;
+    }
+    const t = (figures.throughput[step] = await throughput(rig, settings, step, `${run}`));
+    const s = (figures.terminated[step] = await sigterm(rig, settings, step, `${run}`));
+    const non2xx = Object.keys(t.non2xx).length > 0 ? ` non-2xx ${JSON.stringify(t.non2xx)}` : '';
+    progress(`  ${t.requestsPerSecond.toFixed(0)} req/s, p99 ${t.p99Ms.toFixed(0)} ms, loop p99 ${t.loopP99Ms.toFixed(1)} ms, delivered ${t.delivered}/${t.accepted}${non2xx}; SIGTERM: lost ${s.lost} of ${s.accepted} (exit ${s.exit})`);
+  }
+  return figures as RunFigures;
+}
+
+/** Mail-path CPU per delivered email: what the run cost beyond the baseline's cost per signup. */
+function mailCpu(t: Throughput, d: EmailDisabled): { service: number; postgres: number } {
+  const delivered = Math.max(1, t.delivered);
+  return { service: (t.serviceCpuMs - d.serviceCpuMsPerSignup * t.accepted) / delivered, postgres: (t.postgresCpuMs - d.postgresCpuMsPerSignup * t.accepted) / delivered };
+}
+
+function measuresOf(runs: readonly RunFigures[]): Measure[] {
+  const measures: Measure[] = [];
+  for (const h of HANDLERS) {
+    const of = (pick: (f: RunFigures) => number) => runs.map(pick);
+    const label = LABELS[h];
+    measures.push(
+      { name: `${label}: requests/s`, unit: '/s', values: of((f) => f.throughput[h].requestsPerSecond) },
+      { name: `${label}: p99`, unit: 'ms', values: of((f) => f.throughput[h].p99Ms) },
+      { name: `${label}: API event-loop delay p99`, unit: 'ms', values: of((f) => f.throughput[h].loopP99Ms) },
+      { name: `${label}: mail CPU per email, service`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).service), note: 'minus the baseline per signup' },
+      { name: `${label}: mail CPU per email, PostgreSQL`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).postgres), note: 'minus the baseline per signup' },
+      { name: `${label}: lost on SIGTERM`, unit: '', values: of((f) => f.terminated[h].lost), note: `of ${runs.map((f) => f.terminated[h].accepted).join(' / ')} 202s` },
+    );
+  }
+  measures.push(
+    { name: `${LABELS.a}: duplicates`, unit: '', values: runs.map((f) => f.throughput.a.duplicates) },
+    { name: `${LABELS['email-disabled']}: requests/s`, unit: '/s', values: runs.map((f) => f.disabled.requestsPerSecond) },
+    { name: `${LABELS['email-disabled']}: CPU per signup, service`, unit: 'ms', values: runs.map((f) => f.disabled.serviceCpuMsPerSignup) },
+    { name: `${LABELS['email-disabled']}: CPU per signup, PostgreSQL`, unit: 'ms', values: runs.map((f) => f.disabled.postgresCpuMsPerSignup) },
+  );
+  return measures;
+}
+
+/** With DKIM at the default thread count, (a)'s event-loop delay p99 must stay under 20 ms in every run, not in the median. */
+function targetsOf(runs: readonly RunFigures[], settings: Settings): Target[] {
+  if (settings.env.DKIM_PRIVATE_KEY === undefined || settings.workers !== undefined) return [];
+  const values = runs.map((f) => f.throughput.a.loopP99Ms);
+  return [{ name: `(a) API event-loop delay p99 < ${LOOP_TARGET_MS} ms in every run, DKIM on (runs: ${values.map((v) => `${v.toFixed(1)} ms`).join(' / ')})`, met: values.every((v) => v < LOOP_TARGET_MS) }];
+}
+
+export const offload: Scenario = {
+  name: 'offload',
+  summary: 'signups with DKIM-signed welcome emails: (a) pool + outbox vs (b) await sendMail vs (c) fire-and-forget on the API thread: rates, p99, event-loop delay, lost on SIGTERM, mail CPU per email',
+  options: {
+    duration: { type: 'string', default: '10' },
+    'sigterm-duration': { type: 'string', default: '4' },
+    connections: { type: 'string', default: '50' },
+    'argon2-memory-kib': { type: 'string', default: '64' },
+    'argon2-iterations': { type: 'string', default: '1' },
+    'smtp-latency-ms': { type: 'string', default: '10' },
+    'no-dkim': { type: 'boolean', default: false },
+    workers: { type: 'string' },
+    'drain-timeout': { type: 'string', default: '60' },
+    'cpu-prof': { type: 'string' },
+  },
+  async run({ args, runs, cleanup, progress }: Context): Promise<Outcome> {
+    const settings = settingsOf(args);
+    const rig = await startRig(cleanup, { smtpLatencyMs: intOption(args, 'smtp-latency-ms', 0) });
+    const figures: RunFigures[] = [];
+    for (let run = 0; run < runs; run++) figures.push(await measureRun(rig, settings, run, progress));
+    const workers = settings.workers ?? availableParallelism();
+    return {
+      title:
+        `${settings.connections} connections for ${settings.durationS} s per handler (+ ${settings.sigtermS} s with SIGTERM halfway); argon2id ${settings.env.ARGON2_MEMORY_KIB} KiB x ${settings.env.ARGON2_ITERATIONS}; ` +
+        `SMTP latency ${String(args['smtp-latency-ms'])} ms; DKIM ${args['no-dkim'] ? 'off' : 'on (RSA-2048)'}; ${workers} mail threads${settings.workers === undefined ? ' (the default)' : ''}, (b) and (c) with as many pooled SMTP connections in all`,
+      measures: measuresOf(figures),
+      targets: targetsOf(figures, settings),
+      // The service must lose nothing, in the throughput run or on SIGTERM; (b) and (c) are the comparison.
+      lost: figures.reduce((sum, f) => sum + f.throughput.a.lost + f.terminated.a.lost, 0),
+      details: { settings: { ...settings, env: Object.keys(settings.env), args: undefined }, runs: figures },
+    };
+  },
+};
