@@ -72,12 +72,17 @@ export async function startBuild(scope: Scope, rig: Rig, build: Build, env: Reco
   return startBuildOn(scope, rig, build, database.url, env, args);
 }
 
+/** MAIL_* variables of the bench's environment tune the service, as they would in production. */
+function mailSettingsFromEnvironment(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[0].startsWith('MAIL_') && entry[1] !== undefined));
+}
+
 /** The same on a database that already exists: a successor on its predecessor's outbox. */
 export function startBuildOn(scope: Scope, rig: Rig, build: Build, databaseUrl: string, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
   const profileDir = typeof args['cpu-prof'] === 'string' ? path.resolve(args['cpu-prof'], build.label) : undefined;
   return startService(
     scope,
-    { DATA_DIR: tempDir(scope, 'bench-data'), DATABASE_URL: databaseUrl, SMTP_URL: rig.sink.url, MAIL_FROM: TEST_MAIL_FROM, ...NO_RATE_LIMITS, ...env },
+    { DATA_DIR: tempDir(scope, 'bench-data'), DATABASE_URL: databaseUrl, SMTP_URL: rig.sink.url, MAIL_FROM: TEST_MAIL_FROM, ...NO_RATE_LIMITS, ...mailSettingsFromEnvironment(), ...env },
     {
       name: `${build.label} service`,
       entry: path.join(build.root, build.entry ?? 'dist/src/server.js'),

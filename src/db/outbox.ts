@@ -1,6 +1,10 @@
 // Queries on email_outbox. Each takes its client first. The lease rules are described in
 // src/mail/leases.ts: every write about a leased row names the owner and the lease generation
-// it holds, so a stale instance's write matches nothing.
+// it holds, so a stale instance's write matches nothing. A row has an owner exactly while it
+// is `sending` (a constraint, migration 008), so those writes find their rows by primary key
+// (`id = ANY`, which the planner takes even before the table's first ANALYZE) and lease alone,
+// never by scanning every sending row. The hot statements are named: each
+// connection prepares them once, and PostgreSQL stops parsing and planning them per call.
 import type { Lease } from '../mail/leases.js';
 import type { Queryable } from './pool.js';
 
@@ -63,7 +67,7 @@ export async function renewLeases(db: Queryable, lease: Lease, held: readonly He
     name: 'outbox-renew-leases',
     text: `UPDATE email_outbox o SET lease_expires_at = now() + $2 * interval '1 millisecond'
        FROM unnest($3::bigint[], $4::bigint[]) AS h(id, generation)
-      WHERE o.id = ANY($3::bigint[]) AND o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation
+      WHERE o.id = ANY($3::bigint[]) AND o.id = h.id AND o.lease_owner = $1 AND o.lease_generation = h.generation
       RETURNING o.id`,
     values: [lease.owner, lease.ms, held.map((h) => h.outboxId), held.map((h) => h.generation)],
   });
@@ -82,7 +86,7 @@ export async function markSent(db: Queryable, owner: string, deliveries: readonl
         SET status = 'sent', sent_at = now(), updated_at = now(), attempts = o.attempts + 1, last_error = NULL,
             lease_owner = NULL, lease_expires_at = NULL, message_id = d.message_id
        FROM unnest($2::bigint[], $3::bigint[], $4::text[]) AS d(id, generation, message_id)
-      WHERE o.id = ANY($2::bigint[]) AND o.id = d.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = d.generation
+      WHERE o.id = ANY($2::bigint[]) AND o.id = d.id AND o.lease_owner = $1 AND o.lease_generation = d.generation
       RETURNING o.id`,
     values: [owner, deliveries.map((d) => d.outboxId), deliveries.map((d) => d.generation), deliveries.map((d) => d.messageId)],
   });
@@ -132,7 +136,7 @@ export async function markFailed(db: Queryable, owner: string, failures: readonl
                                       END * interval '1 millisecond',
             last_error = f.error, lease_owner = NULL, lease_expires_at = NULL
        FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $10::boolean[]) AS f(id, generation, error, permanent, throttled)
-      WHERE o.id = ANY($2::bigint[]) AND o.id = f.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = f.generation
+      WHERE o.id = ANY($2::bigint[]) AND o.id = f.id AND o.lease_owner = $1 AND o.lease_generation = f.generation
       RETURNING o.id AS "outboxId", o.status, o.attempts`,
     values: [
       owner,
@@ -164,7 +168,7 @@ export async function release(db: Queryable, owner: string, held: readonly HeldR
         SET status = 'pending', next_attempt_at = now() + $4 * interval '1 millisecond', updated_at = now(),
             lease_owner = NULL, lease_expires_at = NULL
        FROM unnest($2::bigint[], $3::bigint[]) AS h(id, generation)
-      WHERE o.id = ANY($2::bigint[]) AND o.id = h.id AND o.status = 'sending' AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
+      WHERE o.id = ANY($2::bigint[]) AND o.id = h.id AND o.lease_owner = $1 AND o.lease_generation = h.generation`,
     values: [owner, held.map((h) => h.outboxId), held.map((h) => h.generation), dueInMs],
   });
   return rowCount ?? 0;

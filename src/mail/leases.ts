@@ -2,7 +2,8 @@
 // `sending` belongs to lease_owner until lease_expires_at; after that any instance may claim
 // it again (its owner died). A row is leased either at birth (the signup statement, when this
 // instance will send it at once) or by a sweeper's claim, and leaves the lease when its result
-// is recorded or when it is released (handed back, due now).
+// is recorded or when it is released (handed back, due now). lease_owner is set exactly while a
+// row is `sending` (a constraint of the table).
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 
