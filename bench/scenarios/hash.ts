@@ -59,7 +59,7 @@ export const hash: Scenario = {
   options: {
     connections: { type: 'string', default: '32' },
     seconds: { type: 'string', default: '10' },
-    'warm-seconds': { type: 'string', default: '5' },
+    'warm-seconds': { type: 'string', default: '30' },
     ...buildOptions,
   },
   async run({ args, runs, cleanup, progress }: Context): Promise<Outcome> {
