@@ -1,7 +1,7 @@
 // argon2id through @node-rs/argon2: prebuilt binaries (no install script), and the hash
 // runs on libuv's thread pool, off the event loop. The result is a PHC string.
 import { readdirSync, readFileSync } from 'node:fs';
-import { availableParallelism, setPriority } from 'node:os';
+import { availableParallelism, getPriority, setPriority } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
 import pLimit from 'p-limit';
 
@@ -30,8 +30,12 @@ export function verifyPassword(passwordHash: string, password: string): Promise<
   return verify(passwordHash, password);
 }
 
-/** Below the API thread (0), above the mail threads (MAIL_WORKER_NICE, 10): a signup's hash goes before a welcome email. */
-export const HASH_THREAD_NICE = 5;
+/**
+ * How many nice steps below the API thread the hashes run: nice 5 for a service started at
+ * the usual 0, still ahead of the mail threads (MAIL_WORKER_NICE, 10): a signup's hash goes
+ * before a welcome email.
+ */
+export const HASH_THREAD_NICE_STEPS = 5;
 
 /**
  * The hashes run on libuv's thread pool, the event loop on the API thread. With fewer cores
@@ -40,21 +44,23 @@ export const HASH_THREAD_NICE = 5;
  * the pool threads lets the event loop take the core back whenever it has work, and costs the
  * hashes nothing while a core is free. Linux only (the nice value is per thread there), and
  * only where Node names its pool threads (Node 22 and later): elsewhere nothing changes.
- * Returns how many threads were lowered.
+ * Returns the nice value given and how many threads got it.
  */
-export async function lowerHashThreadPriority(): Promise<number> {
-  if (process.platform !== 'linux') return 0;
+export async function lowerHashThreadPriority(): Promise<{ nice: number; threads: number }> {
+  // Relative to this (the API) thread, so that a service started at nice 10 does not raise them.
+  const nice = Math.min(19, getPriority() + HASH_THREAD_NICE_STEPS);
+  if (process.platform !== 'linux') return { nice, threads: 0 };
   // The pool starts with the first task given to it: this one starts it now.
   await hash('', { algorithm: ARGON2ID, memoryCost: 8, timeCost: 1, parallelism: 1 });
   let lowered = 0;
   for (const tid of readdirSync('/proc/self/task')) {
     try {
       if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
-      setPriority(Number(tid), HASH_THREAD_NICE);
+      setPriority(Number(tid), nice);
       lowered++;
     } catch {
       // A thread that ended meanwhile, or a sandbox that forbids it: it keeps its priority.
     }
   }
-  return lowered;
+  return { nice, threads: lowered };
 }

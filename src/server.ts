@@ -7,7 +7,7 @@ import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
-import { HASH_THREAD_NICE, lowerHashThreadPriority } from './passwords.js';
+import { lowerHashThreadPriority } from './passwords.js';
 
 let config: Config;
 try {
@@ -100,8 +100,8 @@ try {
 // A signal during boot: the shutdown above closes the app; it must not start listening.
 if (!shuttingDown) {
   try {
-    const lowered = await lowerHashThreadPriority();
-    if (lowered > 0) log.debug({ threads: lowered, nice: HASH_THREAD_NICE }, 'password hashing threads run at a lower priority than the API thread');
+    const hashThreads = await lowerHashThreadPriority();
+    if (hashThreads.threads > 0) log.debug(hashThreads, 'password hashing threads run at a lower priority than the API thread');
     const address = await app.listen({ port: config.port, host: config.host });
     log.info({ address, workers: config.mail.workers, smtp: config.smtpUrl ? 'configured' : 'built-in catcher' }, 'starting server');
   } catch (err) {

@@ -1,0 +1,62 @@
+// Thread priorities on Linux, read from /proc of the running service: the API thread keeps
+// the process's nice value, the mail threads run at MAIL_WORKER_NICE, and libuv's pool threads
+// (the password hashes) five steps below the API thread, on Node 22 and later, which name
+// them. So the event loop takes a core back from any of them as soon as it has work.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { before, test } from 'node:test';
+import { createTestDatabase, file, startSmtpSink, startTestService, uniqueEmail, waitUntil, type Database, type ServiceProcess, type SmtpSink } from './support/index.js';
+
+interface Thread {
+  readonly tid: number;
+  readonly name: string;
+  readonly nice: number;
+}
+
+function threadsOf(pid: number): Thread[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // Fields after the command name's closing parenthesis; nice is the 19th field of the line.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { tid: Number(tid), name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) };
+  });
+}
+
+const NODE_NAMES_THREADS = Number(process.versions.node.split('.')[0]) >= 22;
+let db: Database;
+let smtp: SmtpSink;
+let service: ServiceProcess;
+
+before(async () => {
+  db = await createTestDatabase(file);
+  smtp = await startSmtpSink(file);
+  service = await startTestService(file, { DATABASE_URL: db.url, SMTP_URL: smtp.url, MAIL_WORKERS: '2', MAIL_WORKER_NICE: '12' });
+  // One signup delivered: the mail threads have loaded their module (which sets their nice
+  // value) and the hashing pool has worked.
+  const email = uniqueEmail('priority');
+  const response = await fetch(`${service.url}/v1/users`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: 'Priority', email, password: 'pa55word1234' }) });
+  assert.equal(response.status, 202);
+  await waitUntil(() => smtp.to(email).length === 1, 10_000, () => `the email to ${email}`);
+});
+
+test('the API thread keeps the process priority; the mail threads run at MAIL_WORKER_NICE', () => {
+  const threads = threadsOf(service.pid);
+  const api = threads.find((t) => t.tid === service.pid)!;
+  assert.equal(api.nice, 0, 'the service was started at nice 0');
+  const mail = threads.filter((t) => t.nice === 12);
+  assert.equal(mail.length, 2, `two threads at MAIL_WORKER_NICE=12: ${JSON.stringify(threads)}`);
+  if (NODE_NAMES_THREADS) assert.ok(mail.every((t) => t.name === 'WorkerThread'), JSON.stringify(mail));
+});
+
+test('libuv pool threads, where the hashes run, are five nice steps below the API thread (Node 22+)', () => {
+  const pool = threadsOf(service.pid).filter((t) => t.name === 'libuv-worker');
+  if (NODE_NAMES_THREADS) {
+    // libuv's default pool size.
+    assert.equal(pool.length, 4, JSON.stringify(threadsOf(service.pid)));
+    assert.ok(pool.every((t) => t.nice === 5), JSON.stringify(pool));
+  } else {
+    // Older Node names no thread: nothing can be told apart, and nothing is changed.
+    assert.equal(pool.length, 0);
+    assert.ok(threadsOf(service.pid).every((t) => t.nice === 0 || t.nice === 12));
+  }
+});
