@@ -298,6 +298,25 @@ test('markSent, markFailed and release with a wrong owner or generation change n
   }
 });
 
+test('a row has a lease owner exactly while it is sending: the database refuses any other combination, changing nothing', async (t) => {
+  const db = await createTestDatabase(t);
+  await runMigrations(db.url, log);
+  const sending = await seedEmail(db.pool, { status: 'sending', attempts: 0 });
+  const pending = await seedEmail(db.pool, { status: 'pending' });
+  const refused = [
+    ["UPDATE email_outbox SET status = 'pending' WHERE id = $1", sending.outboxId, 'a row leaving sending keeps its owner'],
+    ["UPDATE email_outbox SET lease_owner = NULL WHERE id = $1", sending.outboxId, 'a sending row loses its owner'],
+    ["UPDATE email_outbox SET lease_owner = 'me' WHERE id = $1", pending.outboxId, 'a pending row gets an owner'],
+    ["UPDATE email_outbox SET status = 'sending' WHERE id = $1", pending.outboxId, 'a row enters sending without an owner'],
+  ] as const;
+  const rows = async () => (await db.pool.query('SELECT id, status, lease_owner FROM email_outbox ORDER BY id')).rows;
+  const before = await rows();
+  for (const [sql, id, what] of refused) {
+    await assert.rejects(db.pool.query(sql, [id]), (error: { code?: string; constraint?: string }) => error.code === '23514' && error.constraint === 'email_outbox_lease_owner_while_sending', what);
+  }
+  assert.deepEqual(await rows(), before);
+});
+
 test('PostgreSQL stopped with SIGSTOP, then SIGTERM: exit within SHUTDOWN_TIMEOUT_MS + 2 s; after SIGCONT a second instance delivers every accepted email', async (t) => {
   // A PostgreSQL of this test's own: its processes are the ones the test stops.
   const server = await startTempPostgres(t, log, 'sigstop');
