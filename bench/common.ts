@@ -89,21 +89,28 @@ export interface Delivery {
 }
 
 /**
- * Polls the sink until every accepted address has its email (or the deadline). Duplicates:
+ * Waits until every accepted address has its email at the sink (or the deadline). Duplicates:
  * deliveries beyond the first for an accepted address (every address is used once per run;
  * Message-IDs are not compared because runs on different databases reuse outbox ids).
+ * While emails are still arriving it asks the sink only for its count: the full report (every
+ * recipient so far) is large, and the sink and this tool share the cores being measured.
  */
 export async function awaitDelivery(sink: SinkProcess, accepted: ReadonlySet<string>, loadEndedAt: number, timeoutMs: number): Promise<Delivery> {
-  let report: SinkReport = await sink.report();
   const count = (r: SinkReport) => {
     let delivered = 0;
     for (const email of accepted) if ((r.byRecipient.get(email) ?? 0) > 0) delivered++;
     return delivered;
   };
+  let report: SinkReport = await sink.report();
+  // The sink's count once every missing email has arrived (more if some arrive twice).
+  let awaited = report.total + (accepted.size - count(report));
   const done = await heldWithin(async () => {
+    if ((await sink.total()) < awaited) return false;
     report = await sink.report();
+    awaited = report.total + (accepted.size - count(report));
     return count(report) === accepted.size;
-  }, timeoutMs, 200);
+  }, timeoutMs, 100);
+  if (!done) report = await sink.report();
   const drainMs = done ? Math.max(0, Date.now() - loadEndedAt) : undefined;
   const delivered = count(report);
   let duplicates = 0;
