@@ -52,8 +52,14 @@ export async function lowerHashThreadPriority(): Promise<{ nice: number; threads
   if (process.platform !== 'linux') return { nice, threads: 0 };
   // The pool starts with the first task given to it: this one starts it now.
   await hash('', { algorithm: ARGON2ID, memoryCost: 8, timeCost: 1, parallelism: 1 });
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return { nice, threads: 0 }; // no /proc (an unusual container): priorities stay as they are
+  }
   let lowered = 0;
-  for (const tid of readdirSync('/proc/self/task')) {
+  for (const tid of tids) {
     try {
       if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
       setPriority(Number(tid), nice);
