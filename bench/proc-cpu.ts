@@ -15,10 +15,11 @@ interface Stat {
   readonly reapedMs: number;
 }
 
-function readStat(pid: number): Stat | undefined {
+/** A process's stat (`/proc/<pid>/stat`) or one thread's (`/proc/<pid>/task/<tid>/stat`): the same fields. */
+function readStat(path: string): Stat | undefined {
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch {
     return undefined; // gone
   }
@@ -29,19 +30,13 @@ function readStat(pid: number): Stat | undefined {
 }
 
 /** CPU ms used so far by `pid`, every thread of it. */
-export function processCpuMs(pid: number): number {
-  return readStat(pid)?.ownMs ?? Number.NaN;
+function processCpuMs(pid: number): number {
+  return readStat(`/proc/${pid}/stat`)?.ownMs ?? Number.NaN;
 }
 
 /** CPU ms used so far by the main thread of `pid` (the event loop), a part of processCpuMs. */
-export function mainThreadCpuMs(pid: number): number {
-  try {
-    const text = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8');
-    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-  } catch {
-    return Number.NaN;
-  }
+function mainThreadCpuMs(pid: number): number {
+  return readStat(`/proc/${pid}/task/${pid}/stat`)?.ownMs ?? Number.NaN;
 }
 
 /**
@@ -49,12 +44,12 @@ export function mainThreadCpuMs(pid: number): number {
  * checkpointer, WAL writer…) and the children it has already reaped.
  */
 export function postgresCpuMs(postmasterPid: number): number {
-  const postmaster = readStat(postmasterPid);
+  const postmaster = readStat(`/proc/${postmasterPid}/stat`);
   if (!postmaster) return Number.NaN;
   let total = postmaster.ownMs + postmaster.reapedMs;
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const stat = readStat(Number(entry));
+    const stat = readStat(`/proc/${entry}/stat`);
     if (stat?.ppid === postmasterPid) total += stat.ownMs;
   }
   return total;
@@ -69,7 +64,7 @@ export async function postmasterPidOf(url: string): Promise<number> {
   await client.connect();
   try {
     const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
-    const backend = readStat(rows[0]!.pid);
+    const backend = readStat(`/proc/${rows[0]!.pid}/stat`);
     if (!backend) throw new Error(`PostgreSQL at ${new URL(url).host} does not run on this host: its CPU cannot be read from /proc`);
     return backend.ppid;
   } finally {

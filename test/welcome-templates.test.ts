@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { cpSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
 import { DEFAULT_TEMPLATES_DIR, loadWelcomeTemplates } from '../src/mail/templates.js';
 import { ACTIVATION_TTL_MS } from '../src/tokens.js';

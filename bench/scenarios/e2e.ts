@@ -42,8 +42,8 @@ function percentile(sorted: readonly number[], p: number): number {
 }
 
 /** C clients as fast as the service answers: rates and CPU per signup and email. */
-async function throughput(scope: Scope, rig: Rig, service: ServiceProcess, pid: number, settings: Settings, prefix: string) {
-  const window = startCpuWindow(pid, rig.postmasterPid);
+async function throughput(scope: Scope, rig: Rig, service: ServiceProcess, settings: Settings, prefix: string) {
+  const window = startCpuWindow(service.pid, rig.postmasterPid);
   const started = performance.timeOrigin + performance.now();
   const load = startSignupLoad(scope, { targets: [service.url], concurrency: settings.connections, count: settings.signups, requestTimeoutMs: 30_000, prefix });
   await load.done;
@@ -83,7 +83,7 @@ async function measureOnce(rig: Rig, build: Build, settings: Settings, args: Val
     const warm = startSignupLoad(scope, { targets: [service.url], concurrency: settings.connections, count: WARMUP_SIGNUPS, prefix: `warm-${tag}` });
     await warm.done;
     await awaitDelivery(rig.sink, acceptedSet(warm), Date.now(), DRAIN_TIMEOUT_MS);
-    const load = await throughput(scope, rig, service, service.pid, settings, `e2e-${tag}`);
+    const load = await throughput(scope, rig, service, settings, `e2e-${tag}`);
     const steady = await latency(scope, rig, service, settings, `lat-${tag}`);
     await service.stop();
     return { ...load, latencyP50Ms: steady.p50, latencyP99Ms: steady.p99, lost: load.lost + steady.lost, duplicates: load.duplicates + steady.duplicates };

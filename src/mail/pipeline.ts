@@ -39,7 +39,6 @@ export class MailPipeline {
   /** This instance's lease owner id, also its name in the healthcheck. */
   readonly owner = newLeaseOwner();
   readonly #lease: Lease;
-  readonly #config: Config;
   readonly #log: Log;
   readonly #metrics: Metrics;
   readonly #pool: Piscina<MailTask, MailResult[]>;
@@ -49,7 +48,6 @@ export class MailPipeline {
   readonly #quota: SendQuota;
 
   constructor({ config, smtpUrl, db, log, metrics }: MailPipelineOptions) {
-    this.#config = config;
     this.#log = log;
     this.#metrics = metrics;
     this.#lease = { owner: this.owner, ms: config.mail.leaseMs };
