@@ -37,17 +37,21 @@ before(async () => {
   }
 });
 
-/** The most messages accepted in any one-second window, and the average rate from first to last. */
-function rates(mails: readonly ReceivedMail[]): { maxPerSecond: number; average: number; spanMs: number } {
+/** The most messages accepted in any one-second window (and when it began), and the average rate from first to last. */
+function rates(mails: readonly ReceivedMail[]): { maxPerSecond: number; busiestAt: number; average: number; spanMs: number } {
   const times = mails.map((mail) => mail.receivedAt).sort((a, b) => a - b);
   let maxPerSecond = 0;
+  let busiestAt = 0;
   let start = 0;
   for (let end = 0; end < times.length; end++) {
     while (times[end]! - times[start]! >= 1000) start++;
-    maxPerSecond = Math.max(maxPerSecond, end - start + 1);
+    if (end - start + 1 > maxPerSecond) {
+      maxPerSecond = end - start + 1;
+      busiestAt = times[start]! - times[0]!;
+    }
   }
   const spanMs = times.length > 1 ? times.at(-1)! - times[0]! : 0;
-  return { maxPerSecond, average: spanMs > 0 ? ((times.length - 1) * 1000) / spanMs : 0, spanMs };
+  return { maxPerSecond, busiestAt, average: spanMs > 0 ? ((times.length - 1) * 1000) / spanMs : 0, spanMs };
 }
 
 /** `count` pending outbox rows (users included), due now: a backlog the sweepers take. */
@@ -75,7 +79,15 @@ async function metric(svc: ServiceProcess, name: string): Promise<number> {
   return Number(line.split(' ')[1]);
 }
 
-test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over 115 %, the burst at 85 % or more, each email once', async (t) => {
+/**
+ * What the design lets a provider see in one second at 40/s from three instances: permits flow
+ * at 95 % of the rate (38), the shared bucket holds at most 2, and each instance may have its
+ * pool window of emails (40/s x 75 ms: 3) already permitted when a stall of its thread, of the
+ * machine or of the SMTP server ends, and those then arrive together: 38 + 2 + 3 x 3 = 49.
+ */
+const MAX_IN_ONE_SECOND = 49;
+
+test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over the permits plus one pool window each (122 %), the burst at 85 % or more, each email once', async (t) => {
   const smtp = await startSmtpSink(t);
   const env = { SMTP_URL: smtp.url, MAIL_RATE_PER_SECOND: '40', MAIL_WORKERS: '1' };
   const services = await Promise.all([service(t, env), service(t, env), service(t, env)]);
@@ -98,13 +110,13 @@ test('three instances at MAIL_RATE_PER_SECOND=40 share the quota: no second over
   const backlogFrom = Date.now();
   await waitUntil(() => smtp.received.length >= emails.length, 60_000, () => `900 emails, got ${smtp.received.length}`);
 
-  const { maxPerSecond, spanMs } = rates(smtp.received);
+  const { maxPerSecond, busiestAt, spanMs } = rates(smtp.received);
   const { average } = rates(smtp.received.filter((mail) => mail.receivedAt >= backlogFrom));
   const perSecond = new Map<number, number>();
   const t0 = Math.min(...smtp.received.map((m) => m.receivedAt));
   for (const mail of smtp.received) perSecond.set(Math.floor((mail.receivedAt - t0) / 1000), (perSecond.get(Math.floor((mail.receivedAt - t0) / 1000)) ?? 0) + 1);
-  console.log(`# quota 40/s, 3 instances: max ${maxPerSecond} in one second over ${spanMs} ms, average ${average.toFixed(1)}/s once the backlog was queued; per second ${[...perSecond.values()].join(' ')}`);
-  assert.ok(maxPerSecond <= 46, `at most 115 % of 40 in any one-second window, saw ${maxPerSecond}`);
+  console.log(`# quota 40/s, 3 instances: max ${maxPerSecond} in one second (from ${busiestAt} ms) over ${spanMs} ms, average ${average.toFixed(1)}/s once the backlog was queued; per second ${[...perSecond.values()].join(' ')}`);
+  assert.ok(maxPerSecond <= MAX_IN_ONE_SECOND, `at most ${MAX_IN_ONE_SECOND} in any one-second window, saw ${maxPerSecond}`);
   assert.ok(average >= 34, `at least 85 % of 40 on average while the backlog lasts, saw ${average.toFixed(1)}`);
   assert.deepEqual(exactlyOnce(smtp.received, emails), [], 'every email exactly once');
   assert.equal(await metric(services[0]!, 'mailoffload_send_rate_configured'), 40);
