@@ -8,7 +8,7 @@
 --   ceiling_rate:    where recovery stops: `rate`, or with no rate configured twice the rate
 --                    the provider accepted when it first throttled (reaching it means unlimited)
 --   recovery_per_second: how much effective_rate grows each second after a decrease
---   tokens:          permits in the bucket at refilled_at (at most a twentieth of a second's worth)
+--   tokens:          permits in the bucket at refilled_at (at most BUCKET_SECONDS of the rate, src/db/send-quota.ts)
 CREATE TABLE send_quota (
     id boolean PRIMARY KEY DEFAULT true CONSTRAINT send_quota_one_row CHECK (id),
     rate float8 NOT NULL DEFAULT 0,

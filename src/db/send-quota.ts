@@ -3,8 +3,14 @@
 // instances never hand out the same permit twice.
 import type { Queryable } from './pool.js';
 
-/** The bucket holds at most this many seconds of the effective rate (and at least one permit): a burst after an idle spell stays within 5 % of the rate. */
-const BUCKET_SECONDS = 0.05;
+/**
+ * The bucket holds at most this many seconds of the effective rate (and at least one permit).
+ * An instance asks at most every 25 ms and then waits for the answer, which a loaded database
+ * can make as long again: the bucket holds what flows in meanwhile with room to spare, so the
+ * cap does not throw away permits one instance alone needs to keep the rate. A burst after an
+ * idle spell stays within 10 % of the rate.
+ */
+const BUCKET_SECONDS = 0.1;
 /** A throttling reply halves the rate at most once per this many seconds, however many arrive. */
 const DECREASE_EVERY_SECONDS = 1;
 /**
