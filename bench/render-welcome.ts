@@ -6,6 +6,7 @@
 //
 //   npm run build && node dist/bench/render-welcome.js
 //   npm install --no-save handlebars && node dist/bench/render-welcome.js   # with Handlebars
+//   MAIL_TEMPLATES_DIR=path/to/copy node dist/bench/render-welcome.js        # other templates
 //
 // Each variant renders BENCH_RENDERS emails (default 200000) per run after a warm-up; the
 // figure is the median of BENCH_RUNS runs (default 3), in nanoseconds per email.
@@ -97,7 +98,8 @@ async function timeComposes(render: (job: WelcomeJob) => RenderedWelcome, count:
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
-const templates = loadWelcomeTemplates();
+// The service's templates, or MAIL_TEMPLATES_DIR's as in the service.
+const templates = loadWelcomeTemplates(process.env.MAIL_TEMPLATES_DIR);
 const variants: [string, (job: WelcomeJob) => RenderedWelcome][] = [
   ['literal', literalRenderer],
   ['templates', compileWelcome(templates)],
