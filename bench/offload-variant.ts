@@ -43,7 +43,8 @@ const transporter = nodemailer.createTransport({
 });
 
 await runMigrations(env.DATABASE_URL!, log);
-const db = createPool(env.DATABASE_URL!, log, 10_000);
+// The service's pool size (DATABASE_POOL_MAX, 6 by default), so the handlers differ only in where the email is sent.
+const db = createPool(env.DATABASE_URL!, log, 10_000, Number(env.DATABASE_POOL_MAX ?? 6));
 const metrics = new Metrics({ defaultMetrics: true });
 const app = Fastify({ loggerInstance: log, disableRequestLogging: true, genReqId: () => randomUUID() }).withTypeProvider<TypeBoxTypeProvider>();
 

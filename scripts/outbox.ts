@@ -28,7 +28,7 @@ async function main(argv: readonly string[]): Promise<string> {
     embedded = await useEmbeddedPostgres(config.dataDir, log);
     url = embedded.url;
   }
-  const pool = createPool(url, log, config.databaseQueryTimeoutMs);
+  const pool = createPool(url, log, config.databaseQueryTimeoutMs, config.databasePoolMax);
   try {
     try {
       await pool.query('SELECT 1');

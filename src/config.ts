@@ -29,6 +29,7 @@ const variables = {
   MAIL_RATE_PER_SECOND: { schema: { type: 'number', minimum: 0, maximum: 100000, default: 0 }, accepts: 'a number of messages per second from 0 (unlimited) to 100000' },
   MAIL_BREAKER_THRESHOLD: { schema: { type: 'integer', minimum: 1, maximum: 10000, default: 10 }, accepts: 'an integer from 1 to 10000 (consecutive provider faults that pause sending)' },
   MAIL_BREAKER_PROBE_MS: { schema: { type: 'integer', minimum: 10, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 10 to 3600000' },
+  DATABASE_POOL_MAX: { schema: { type: 'integer', minimum: 1, maximum: 1000, default: 6 }, accepts: 'an integer from 1 to 1000 (connections per instance)' },
   DATABASE_QUERY_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_SEND_TIMEOUT_MS: { schema: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 }, accepts: 'an integer of milliseconds from 100 to 600000' },
   MAIL_WORKER_NICE: { schema: { type: 'integer', minimum: 0, maximum: 19, default: 10 }, accepts: 'an integer from 0 to 19 (the mail threads\' nice value on Linux)' },
@@ -74,6 +75,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   /** No query waits longer (statement and client-side timeout). */
   readonly databaseQueryTimeoutMs: number;
+  /** DATABASE_POOL_MAX: the most connections this instance opens. */
+  readonly databasePoolMax: number;
   /** Unset: the service starts its own mail catcher writing to dataDir/mailbox. */
   readonly smtpUrl: string | undefined;
   readonly mailFrom: string;
@@ -286,6 +289,7 @@ export function loadConfig(env: NodeJS.ProcessEnv, { sendsMail = true }: LoadOpt
     host: get('HOST'),
     databaseUrl: get('DATABASE_URL'),
     databaseQueryTimeoutMs: get('DATABASE_QUERY_TIMEOUT_MS'),
+    databasePoolMax: get('DATABASE_POOL_MAX'),
     smtpUrl: get('SMTP_URL'),
     mailFrom,
     dataDir: path.resolve(get<string>('DATA_DIR')),

@@ -2,7 +2,7 @@
 // one line naming the variable (and never a credential); the embedded PostgreSQL starts under
 // DATA_DIR, keeps its data across restarts, refuses a second instance on the same DATA_DIR and
 // leaves no postgres process behind; `npm run migrate` applies the migrations once, safely
-// when two run together.
+// when two run together; DATABASE_POOL_MAX bounds the connections an instance opens.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
@@ -21,6 +21,7 @@ import {
   postJson,
   processesMentioning,
   projectRoot,
+  startSmtpSink,
   startTestService,
   stopProcessesMentioning,
   tempDir,
@@ -73,6 +74,8 @@ describe('loadConfig', () => {
     ['ARGON2_MEMORY_KIB', '4'],
     ['ARGON2_ITERATIONS', '0'],
     ['METRICS_ENABLED', 'maybe'],
+    ['DATABASE_POOL_MAX', '0'],
+    ['DATABASE_POOL_MAX', 'lots'],
     ['MAIL_FROM', 'nobody'],
   ];
   for (const [variable, value, secret] of invalid) {
@@ -95,6 +98,7 @@ describe('loadConfig', () => {
     assert.equal(config.port, 4000);
     assert.equal(config.host, '127.0.0.1');
     assert.equal(config.databaseUrl, undefined);
+    assert.equal(config.databasePoolMax, 6);
     assert.equal(config.smtpUrl, undefined);
     assert.equal(config.mailFrom, 'Mailoffload <no-reply@localhost>');
     assert.equal(config.dataDir, path.resolve('./.data'));
@@ -419,6 +423,29 @@ describe('a boot that fails after the embedded PostgreSQL started', () => {
     assert.ok(service.logs.some((line) => line.msg === 'embedded PostgreSQL stopped'), 'the embedded PostgreSQL was stopped');
     assert.deepEqual(processesMentioning(path.join(dataDir, 'pg')), [], 'no postgres left running on this DATA_DIR');
     assert.ok(!existsSync(path.join(dataDir, 'instance.pid')), 'the DATA_DIR lock is released');
+  });
+});
+
+describe('DATABASE_POOL_MAX', () => {
+  test('the service opens at most DATABASE_POOL_MAX connections, however many signups arrive at once; every one is answered and mailed', async (t) => {
+    const db = await createTestDatabase(t);
+    const smtp = await startSmtpSink(t);
+    const service = await startTestService(t, { DATABASE_URL: db.url, SMTP_URL: smtp.url, DATABASE_POOL_MAX: '2' });
+    const countConnections = async () =>
+      (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'mailoffload'")).rows[0]!.n;
+    let most = 0;
+    let loading = true;
+    // Sampled back to back while the signups are under way (each sample is one query).
+    const sampling = (async () => {
+      while (loading) most = Math.max(most, await countConnections());
+    })();
+    const emails = Array.from({ length: 40 }, () => uniqueEmail('pool'));
+    const statuses = await Promise.all(emails.map(async (email) => (await postJson(service.url, '/v1/users', { name: 'Pool', email, password: 'pa55word1234' })).status));
+    loading = false;
+    await sampling;
+    assert.deepEqual(new Set(statuses), new Set([202]), 'every signup accepted');
+    assert.ok(most >= 1 && most <= 2, `at most 2 connections, saw ${most}`);
+    await waitUntil(() => emails.every((email) => smtp.to(email).length === 1), 15_000, () => 'the 40 welcome emails');
   });
 });
 

@@ -9,10 +9,15 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value,
 
 export type Queryable = Pick<pg.Pool, 'query'> | Pick<pg.PoolClient, 'query'>;
 
-export function createPool(connectionString: string, log: Log, queryTimeoutMs: number): pg.Pool {
+export function createPool(connectionString: string, log: Log, queryTimeoutMs: number, max: number): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
-    max: 20,
+    // DATABASE_POOL_MAX (6). Every connection is a PostgreSQL backend process: one statement per
+    // signup and coalesced result writes keep only a few busy, and more of them only compete
+    // for the database's cores (the service's too, with PostgreSQL on the same host). With 20,
+    // `npm run bench -- offload` read an event-loop delay p99 of 25.6 / 15.7 / 25.5 ms; with 6,
+    // 17.6 / 9.4 / 14.0 ms, and e2e's CPU per signup and email fell in each of three pairs.
+    max,
     // Fail fast when the database is away, so the API answers 503 instead of hanging.
     connectionTimeoutMillis: Math.min(5_000, queryTimeoutMs),
     idleTimeoutMillis: 30_000,

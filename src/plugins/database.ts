@@ -37,7 +37,7 @@ export default fp<{ config: Config }>(
     } else {
       await runMigrations(databaseUrl, log);
     }
-    const pool = createPool(databaseUrl, log, config.databaseQueryTimeoutMs);
+    const pool = createPool(databaseUrl, log, config.databaseQueryTimeoutMs, config.databasePoolMax);
     let ended = false;
     app.addHook('onClose', async () => {
       if (ended) return;
