@@ -110,6 +110,7 @@ if (!shuttingDown) {
       log.fatal({ err }, 'failed to listen');
       await app.close().catch(() => undefined);
       log.flush();
+      process.stderr.write(`mailoffload: failed to listen: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);
     }
   }

@@ -603,6 +603,8 @@ test('METRICS_PORT serves /metrics on a listener of its own, off the API port, u
 
   const service = await startTestService(t, { DATABASE_URL: db.url, DATA_DIR: tempDir(t, 'metrics'), METRICS_PORT: String(metricsPort) });
   childOutput.push(...service.logs.map((line) => JSON.stringify(line)));
+  const order = service.logs.map((line) => line.msg);
+  assert.ok(order.indexOf('metrics listening') >= 0 && order.indexOf('metrics listening') < order.indexOf('starting server'), `the metrics listener is up before the service says it started: ${order.join(', ')}`);
   const own = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
   assert.equal(own.status, 200);
   assert.match(await own.text(), /^mailoffload_emails_sent_total 0$/m);
@@ -616,6 +618,33 @@ test('METRICS_PORT serves /metrics on a listener of its own, off the API port, u
   service.kill('SIGTERM');
   assert.equal((await service.exited).code, 0);
   await assert.rejects(fetch(`http://127.0.0.1:${metricsPort}/metrics`), 'the metrics listener closed with the process');
+});
+
+test('a taken port, the API\'s or METRICS_PORT, stops the boot: exit 1, one line naming the address, nothing left listening', async (t) => {
+  const taken = net.createServer().listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  t.after(() => taken.close());
+  const takenPort = (taken.address() as net.AddressInfo).port;
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const freePort = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+
+  for (const [what, env, freed] of [
+    ['the API port', { PORT: String(takenPort), METRICS_PORT: String(freePort) }, freePort],
+    ['METRICS_PORT', { METRICS_PORT: String(takenPort) }, undefined],
+  ] as const) {
+    const service = await startTestService(t, { DATABASE_URL: db.url, DATA_DIR: tempDir(t, 'taken'), ...env }, { waitReady: false });
+    const exit = await service.exited;
+    childOutput.push(...service.logs.map((line) => JSON.stringify(line)));
+    const stderr = service.stderr.join('');
+    assert.deepEqual(exit, { code: 1, signal: null }, what);
+    assert.equal(stderr.split('\n').length, 2, `${what}: one line: ${stderr}`);
+    assert.match(stderr, new RegExp(`^mailoffload: failed to listen: listen EADDRINUSE: address already in use 127\\.0\\.0\\.1:${takenPort}\\n$`), what);
+    assert.ok(!service.logs.some((line) => line.msg === 'starting server'), `${what}: never announced`);
+    // The metrics listener opened before the API port was refused, and closed with the boot.
+    if (freed !== undefined) await assert.rejects(fetch(`http://127.0.0.1:${freed}/metrics`), `${what}: the metrics listener closed`);
+  }
 });
 
 test('no log line of this whole file contains a test password or token', () => {

@@ -42,11 +42,14 @@ export default fp<{ config: Config }>(
       return;
     }
     const server = metricsServer(metrics);
-    // Listening with the API, not before: a boot that fails holds no port. Closed last of the
-    // hooks registered so far (onClose runs in reverse), so a drain's progress stays visible.
-    app.addHook('onListen', async () => {
+    // Listening as part of app.listen(), just before the API binds: `starting server` then
+    // means both listeners are up (fastify runs onListen hooks after listen() has resolved,
+    // so a scraper could be refused after it), and a port that is taken stops the boot like
+    // a taken API port. A boot that fails closes it (onClose). Closed last of the hooks
+    // registered so far (onClose runs in reverse), so a drain's progress stays visible.
+    app.addHook('onReady', async () => {
       server.listen(config.metricsPort, config.host);
-      await once(server, 'listening');
+      await once(server, 'listening'); // rejects with the 'error' of a port that is taken
       app.log.info({ address: `http://${config.host}:${config.metricsPort}/metrics` }, 'metrics listening');
     });
     app.addHook('onClose', () => new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve())));
