@@ -30,7 +30,7 @@ function readStat(path: string): Stat | undefined {
 }
 
 /** CPU ms used so far by `pid`, every thread of it. */
-function processCpuMs(pid: number): number {
+export function processCpuMs(pid: number): number {
   return readStat(`/proc/${pid}/stat`)?.ownMs ?? Number.NaN;
 }
 
@@ -70,6 +70,36 @@ export async function postmasterPidOf(url: string): Promise<number> {
   } finally {
     await client.end();
   }
+}
+
+/**
+ * CPU ms used so far by each kind of thread of `pid`, by the names Node gives them (22 and
+ * later: `WorkerThread` for worker threads, `libuv-worker` for libuv's pool, `V8Worker` for
+ * V8's compiler and GC helpers); the main thread is `main`. Node 20 names none of them: all
+ * but the main thread are then `node`.
+ */
+export function threadCpuMsByName(pid: number): Map<string, number> {
+  const byName = new Map<string, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return byName; // gone
+  }
+  for (const tid of tids) {
+    const stat = readStat(`/proc/${pid}/task/${tid}/stat`);
+    if (!stat) continue;
+    let name = 'main';
+    if (tid !== String(pid)) {
+      try {
+        name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      } catch {
+        continue; // exited meanwhile
+      }
+    }
+    byName.set(name, (byName.get(name) ?? 0) + stat.ownMs);
+  }
+  return byName;
 }
 
 /** A window's CPU, service and PostgreSQL, in ms. */

@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { startSignupLoad, summarize } from '../../test/support/load.js';
 import { histogramQuantile, scrape } from '../../test/support/prom.js';
 import { acceptedSet, awaitDelivery } from '../common.js';
+import { postgresCpuMs, processCpuMs, threadCpuMsByName } from '../proc-cpu.js';
 import { buildOptions, buildsFrom, rotate, startBuild, startRig, withScope, type Build, type Rig } from '../rig.js';
 import { intOption, medianOf, type Context, type Measure, type Outcome, type Scenario, type Values } from '../scenario.js';
 
@@ -29,6 +30,49 @@ async function rawHashesPerSecond(parallel: number, seconds: number): Promise<nu
   return done / ((performance.now() - started) / 1000);
 }
 
+/**
+ * Where the cores went during the window, per signup: the service by kind of thread, then
+ * PostgreSQL, then the rig's own parts (this process's load generator, the SMTP sink), which
+ * share the cores with the service and which the raw rate never pays for.
+ */
+const CPU_PARTS = [
+  ['password hashing (libuv pool)', 'libuv-worker'],
+  ['mail threads', 'WorkerThread'],
+  ['API thread', 'main'],
+  ['V8 compiler and GC threads', 'V8Worker'],
+] as const;
+
+interface CpuSnapshot {
+  readonly threads: Map<string, number>;
+  readonly postgres: number;
+  readonly tool: number;
+  readonly sink: number;
+}
+
+function cpuSnapshot(rig: Rig, servicePid: number): CpuSnapshot {
+  const self = process.cpuUsage();
+  return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: (self.user + self.system) / 1000, sink: processCpuMs(rig.sink.pid) };
+}
+
+/** ms of CPU per signup by part, between two snapshots. Node 20 names no thread: its parts are the API thread and the rest. */
+function cpuPerSignup(start: CpuSnapshot, end: CpuSnapshot, signups: number): Record<string, number> {
+  const threads = new Map([...end.threads].map(([name, ms]) => [name, ms - (start.threads.get(name) ?? 0)]));
+  const parts: Record<string, number> = {};
+  let named = 0;
+  for (const [part, name] of CPU_PARTS) {
+    const ms = threads.get(name);
+    if (ms === undefined) continue;
+    parts[part] = ms / signups;
+    named += ms;
+  }
+  const all = [...threads.values()].reduce((sum, ms) => sum + ms, 0);
+  parts['other service threads'] = (all - named) / signups;
+  parts.PostgreSQL = (end.postgres - start.postgres) / signups;
+  parts['load generator (this tool)'] = (end.tool - start.tool) / signups;
+  parts['SMTP sink'] = (end.sink - start.sink) / signups;
+  return parts;
+}
+
 async function serviceSignupsPerSecond(rig: Rig, build: Build, connections: number, seconds: number, warmSeconds: number, args: Values, tag: string) {
   return withScope(async (scope) => {
     const service = await startBuild(scope, rig, build, { LOG_LEVEL: 'info' }, args);
@@ -38,8 +82,10 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, connections: numb
     const warm = startSignupLoad(scope, { targets: [service.url], concurrency: connections, maxDurationMs: warmSeconds * 1000, requestTimeoutMs: 30_000, prefix: `warm-${tag}` });
     await warm.done;
     const before = await scrape(service.url);
+    const cpuBefore = cpuSnapshot(rig, service.pid);
     const load = startSignupLoad(scope, { targets: [service.url], concurrency: connections, maxDurationMs: seconds * 1000, requestTimeoutMs: 30_000, prefix: `hash-${tag}` });
     await load.done;
+    const cpuAfter = cpuSnapshot(rig, service.pid);
     const after = await scrape(service.url);
     const summary = summarize(load.outcomes);
     const delivery = await awaitDelivery(rig.sink, new Set([...acceptedSet(warm), ...acceptedSet(load)]), Date.now(), 60_000);
@@ -48,6 +94,7 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, connections: numb
       signupsPerSecond: load.accepted().length / (summary.durationMs / 1000),
       p99Ms: summary.latencyMs.p99,
       loopP99Ms: (histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, after, before) ?? Number.NaN) * 1000,
+      cpuMsPerSignup: cpuPerSignup(cpuBefore, cpuAfter, load.accepted().length),
       lost: delivery.lost,
     };
   });
@@ -71,7 +118,7 @@ export const hash: Scenario = {
     const rig = await startRig(cleanup);
     await rawHashesPerSecond(cores, 1); // warm up
     const raw: number[] = [];
-    const signups = new Map<string, { signupsPerSecond: number; p99Ms: number; loopP99Ms: number; lost: number }[]>(builds.map((b) => [b.label, []]));
+    const signups = new Map<string, { signupsPerSecond: number; p99Ms: number; loopP99Ms: number; cpuMsPerSignup: Record<string, number>; lost: number }[]>(builds.map((b) => [b.label, []]));
     for (let run = 0; run < runs; run++) {
       // The raw rate first on odd runs, last on even ones.
       const steps = rotate<'raw' | Build>(['raw', ...builds], run);
@@ -94,6 +141,9 @@ export const hash: Scenario = {
       measures.push({ name: `signups / raw hashes${suffix}`, unit: 'x', values: list.map((f, i) => f.signupsPerSecond / raw[i]!) });
       measures.push({ name: `signup p99${suffix}`, unit: 'ms', values: list.map((f) => f.p99Ms) });
       measures.push({ name: `event-loop delay p99${suffix}`, unit: 'ms', values: list.map((f) => f.loopP99Ms), note: 'mailoffload_eventloop_delay_seconds' });
+      for (const part of Object.keys(list[0]?.cpuMsPerSignup ?? {})) {
+        measures.push({ name: `  CPU per signup: ${part}${suffix}`, unit: 'ms', values: list.map((f) => f.cpuMsPerSignup[part] ?? Number.NaN), note: part === 'password hashing (libuv pool)' ? 'from /proc, over the window' : '' });
+      }
     }
     const ratio = medianOf(measures, 'signups / raw hashes');
     return {
