@@ -9,12 +9,19 @@ import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
 import { lowerHashThreadPriority } from './passwords.js';
 
+/** One plain line on stderr for a person at a terminal, beside the JSON log: `mailoffload: …`. */
+function tellTerminal(text: string): void {
+  process.stderr.write(`mailoffload: ${text}\n`);
+}
+
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
 let config: Config;
 try {
   config = loadConfig(process.env);
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`mailoffload: ${error.message}\n`);
+  tellTerminal(error.message);
   process.exit(1);
 }
 
@@ -92,8 +99,7 @@ try {
 } catch (err) {
   log.fatal({ err }, 'failed to start');
   log.flush();
-  // Also one plain line for a person at a terminal, as for an invalid environment.
-  process.stderr.write(`mailoffload: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  tellTerminal(`failed to start: ${messageOf(err)}`);
   process.exit(1);
 }
 
@@ -110,7 +116,7 @@ if (!shuttingDown) {
       log.fatal({ err }, 'failed to listen');
       await app.close().catch(() => undefined);
       log.flush();
-      process.stderr.write(`mailoffload: failed to listen: ${err instanceof Error ? err.message : String(err)}\n`);
+      tellTerminal(`failed to listen: ${messageOf(err)}`);
       process.exit(1);
     }
   }
