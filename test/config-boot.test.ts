@@ -76,6 +76,9 @@ describe('loadConfig', () => {
     ['METRICS_ENABLED', 'maybe'],
     ['DATABASE_POOL_MAX', '0'],
     ['DATABASE_POOL_MAX', 'lots'],
+    ['MAIL_BATCH_WAIT_MS', '-1'],
+    ['MAIL_BATCH_WAIT_MS', '1001'],
+    ['MAIL_BATCH_WAIT_MS', 'soon'],
     ['MAIL_FROM', 'nobody'],
   ];
   for (const [variable, value, secret] of invalid) {

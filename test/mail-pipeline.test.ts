@@ -207,6 +207,51 @@ test('2,000 signups with a small in-flight bound: each delivered exactly once, m
   t.diagnostic(`max in flight ${maxInFlight}/${MAX_IN_FLIGHT}, max pool queue ${maxQueueSize}/${maxQueue}, deferred to the sweeper ${deferred.values[0]?.value ?? 0}`);
 });
 
+/** Records how many emails each task handed to the (real) worker pool held. */
+function recordBatches(app: TestApp): number[] {
+  const { pool } = app.mailer.internals;
+  const sizes: number[] = [];
+  const run = pool.run.bind(pool);
+  pool.run = (task, options) => {
+    sizes.push(task.length);
+    return run(task, options);
+  };
+  return sizes;
+}
+
+test('emails that arrive close together share a pool task, up to MAIL_BATCH_WAIT_MS; a lone one goes at once', async (t) => {
+  // A batch of 4, and a wait long enough to tell apart from the rest of the path.
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
+  const batches = recordBatches(app);
+  const prefix = unique('batched');
+  const answeredAt: number[] = [];
+  for (let i = 0; i < 10; i++) {
+    await signup(app, `${prefix}-${i}@example.com`);
+    answeredAt.push(Date.now());
+  }
+  const receivedAt = async (i: number) => {
+    await waitUntil(() => smtp.received.some((mail) => mail.envelopeTo[0] === `${prefix}-${i}@example.com`), 10_000, () => `email ${i}`);
+    return smtp.received.find((mail) => mail.envelopeTo[0] === `${prefix}-${i}@example.com`)!.receivedAt;
+  };
+  // The first follows no other: it is not held. The next eight fill two batches of 4, and the
+  // tenth, alone at the end, waits its full second for companions that never come, then goes.
+  const first = (await receivedAt(0)) - answeredAt[0]!;
+  const last = (await receivedAt(9)) - answeredAt[9]!;
+  assert.deepEqual(batches, [1, 4, 4, 1]);
+  assert.ok(first < 500, `the first email was sent ${first} ms after its 202, without waiting`);
+  assert.ok(last >= 900 && last < 5000, `the last email was sent ${last} ms after its 202: after the wait, not never`);
+  assert.equal(smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length, 10, 'each email once');
+});
+
+test('MAIL_BATCH_WAIT_MS=0: every email goes to the pool in the turn it was queued', async (t) => {
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '0', RATE_LIMIT_PER_MINUTE: '0' });
+  const batches = recordBatches(app);
+  const prefix = unique('unbatched');
+  for (let i = 0; i < 5; i++) await signup(app, `${prefix}-${i}@example.com`);
+  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 5, 10_000, () => 'five emails');
+  assert.deepEqual(batches, [1, 1, 1, 1, 1]);
+});
+
 test('a backlog larger than the in-flight bound drains without waiting for sweep ticks', async (t) => {
   // 300 due rows, room for 20 at a time, and a sweep interval of a minute: only a sweeper that
   // claims again as soon as the dispatcher has room can deliver them all within the deadline.

@@ -34,6 +34,8 @@ export interface DispatcherOptions {
   /** Emails handed to the pool at once: enough to keep every SMTP connection busy. */
   readonly poolWindow: number;
   readonly batchSize: number;
+  /** MAIL_BATCH_WAIT_MS: how long a partial batch may wait for more emails while they arrive this close together. */
+  readonly batchWaitMs: number;
   readonly messageIdDomain: string;
   readonly retry: RetryPolicy;
   readonly breaker: { readonly threshold: number; readonly probeMs: number };
@@ -45,6 +47,10 @@ interface HeldJob extends HeldRow {
   /** Local clock time until which the lease is known to be ours (renewed by the heartbeat). */
   leaseUntil: number;
   where: 'queue' | 'pool' | 'result';
+  /** performance.now() when it was queued. */
+  readonly queuedAt: number;
+  /** It came within batchWaitMs of the email before it: it may wait that long for companions. */
+  readonly mayWait: boolean;
   /** Set once the worker reported it sent: never released after that. */
   sent?: true;
 }
@@ -59,6 +65,10 @@ export class Dispatcher {
   /** Places taken by tryReserve() and not yet submitted or cancelled. */
   #reserved = 0;
   #pumpScheduled = false;
+  /** When the last email was queued (performance.now()). */
+  #lastQueuedAt = Number.NEGATIVE_INFINITY;
+  /** Fires when the queue's head has waited long enough for a fuller batch. */
+  #batchTimer: NodeJS.Timeout | undefined;
   #draining = false;
   /** Past the shutdown deadline: results no longer matter, nothing more is written. */
   #abandoned = false;
@@ -163,7 +173,10 @@ export class Dispatcher {
   /** Queues a reserved job, leased to us at `generation`; it goes to the pool in the next batch. */
   submit(job: WelcomeJob, generation: number, leaseUntil: number): void {
     this.#reserved--;
-    const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue' };
+    const now = performance.now();
+    const mayWait = now - this.#lastQueuedAt < this.#o.batchWaitMs;
+    this.#lastQueuedAt = now;
+    const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue', queuedAt: now, mayWait };
     this.#held.set(job.outboxId, held);
     this.#queue.push(held);
     if (this.#breaker.open) this.#breaker.probeSent(job.outboxId);
@@ -193,6 +206,14 @@ export class Dispatcher {
   #pump(): void {
     const window = this.#poolWindow();
     while (!this.#draining && this.#queue.length > 0 && this.#inPool < window) {
+      const wait = this.#batchWait(window);
+      if (wait > 0) {
+        this.#batchTimer ??= setTimeout(() => {
+          this.#batchTimer = undefined;
+          this.#pump();
+        }, wait);
+        return;
+      }
       const want = Math.min(this.#o.batchSize, window - this.#inPool, this.#queue.length);
       // Under a send-rate quota, only as many as there are permits; the rest wait for more.
       const permitted = this.#o.quota.take(want, () => this.#schedulePump());
@@ -211,6 +232,22 @@ export class Dispatcher {
       this.#inPool += batch.length;
       this.#track(this.#send(batch), batch);
     }
+  }
+
+  /**
+   * How much longer the queue's head may wait for a fuller batch, in ms (0 or less: send now).
+   * At a few hundred signups a second each email would otherwise be a pool task of its own,
+   * and the worker, the SMTP server and the "sent" write would each wake up, with cold
+   * caches, once per email. So an email that arrives within MAIL_BATCH_WAIT_MS of the one
+   * before it waits up to that long, from its own arrival, for the batch to fill. A lone
+   * signup (the first after a quiet spell) goes at once, and so does a full batch, or a
+   * partial one when the pool has no room for a full one (the pool is busy, and what queues
+   * behind it batches by itself).
+   */
+  #batchWait(window: number): number {
+    const head = this.#queue[0]!;
+    if (!head.mayWait || this.#queue.length >= this.#o.batchSize || window - this.#inPool < this.#o.batchSize) return 0;
+    return head.queuedAt + this.#o.batchWaitMs - performance.now();
   }
 
   /**
@@ -398,6 +435,7 @@ export class Dispatcher {
    */
   async handBack(): Promise<number> {
     this.#draining = true;
+    clearTimeout(this.#batchTimer);
     Atomics.store(this.#o.handBack, 0, 1);
     const queued = this.#queue.splice(0);
     return queued.length === 0 ? 0 : this.#releaseHeld(queued);
@@ -407,6 +445,7 @@ export class Dispatcher {
   abandon(): void {
     this.#abandoned = true;
     clearInterval(this.#heartbeat);
+    clearTimeout(this.#batchTimer);
   }
 
   /**

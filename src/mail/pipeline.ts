@@ -71,6 +71,7 @@ export class MailPipeline {
       // A task runs on one worker: no larger than that worker's share of the window, or one batch
       // fills the whole window and the other workers' connections sit idle.
       batchSize: Math.min(mail.batchSize, POOL_MESSAGES_PER_CONNECTION * mail.smtpConnections),
+      batchWaitMs: mail.batchWaitMs,
       messageIdDomain: mail.messageIdDomain,
       retry: { maxAttempts: mail.maxAttempts, giveUpAfterMs: mail.giveUpAfterMs, retryBaseMs: mail.retryBaseMs, retryMaxMs: mail.retryMaxMs },
       breaker: { threshold: mail.breakerThreshold, probeMs: mail.breakerProbeMs },
