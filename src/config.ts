@@ -88,7 +88,7 @@ export interface Config {
     readonly smtpConnections: number;
     readonly maxInFlight: number;
     readonly batchSize: number;
-    /** How long a partial batch may wait for more emails while signups arrive this close together; 0: never. */
+    /** How long a partial batch may wait for more emails while they arrive at a pace where that gathers a batch; 0: never. */
     readonly batchWaitMs: number;
     /** 0: no cap; transient failures are retried until giveUpAfterMs. */
     readonly maxAttempts: number;

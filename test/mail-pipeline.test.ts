@@ -207,49 +207,91 @@ test('2,000 signups with a small in-flight bound: each delivered exactly once, m
   t.diagnostic(`max in flight ${maxInFlight}/${MAX_IN_FLIGHT}, max pool queue ${maxQueueSize}/${maxQueue}, deferred to the sweeper ${deferred.values[0]?.value ?? 0}`);
 });
 
-/** Records how many emails each task handed to the (real) worker pool held. */
-function recordBatches(app: TestApp): number[] {
+/** Records each task handed to the (real) worker pool: how many emails, and when (Date.now()). */
+function recordBatches(app: TestApp): { size: number; at: number }[] {
   const { pool } = app.mailer.internals;
-  const sizes: number[] = [];
+  const tasks: { size: number; at: number }[] = [];
   const run = pool.run.bind(pool);
   pool.run = (task, options) => {
-    sizes.push(task.length);
+    tasks.push({ size: task.length, at: Date.now() });
     return run(task, options);
   };
-  return sizes;
+  return tasks;
 }
 
-test('emails that arrive close together share a pool task, up to MAIL_BATCH_WAIT_MS; a lone one goes at once', async (t) => {
-  // A batch of 4, and a wait long enough to tell apart from the rest of the path.
-  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
-  const batches = recordBatches(app);
+test('emails that arrive close together share a pool task, up to MAIL_BATCH_WAIT_MS; a lone one, a full batch and one the pool has no room to batch go at once', async (t) => {
+  // A batch of 4, a pool window of 4 (one worker, two connections, two messages each), and a
+  // wait long enough to tell apart from the rest of the path.
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_WORKERS: '1', MAIL_SMTP_CONNECTIONS: '2', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
+  const tasks = recordBatches(app);
   const prefix = unique('batched');
-  const answeredAt: number[] = [];
-  for (let i = 0; i < 10; i++) {
-    await signup(app, `${prefix}-${i}@example.com`);
-    answeredAt.push(Date.now());
-  }
-  const receivedAt = async (i: number) => {
-    await waitUntil(() => smtp.received.some((mail) => mail.envelopeTo[0] === `${prefix}-${i}@example.com`), 10_000, () => `email ${i}`);
-    return smtp.received.find((mail) => mail.envelopeTo[0] === `${prefix}-${i}@example.com`)!.receivedAt;
+  const address = (i: number) => `${prefix}-${i}@example.com`;
+  const answeredAt = new Map<number, number>();
+  const send = async (i: number) => {
+    await signup(app, address(i));
+    answeredAt.set(i, Date.now());
   };
-  // The first follows no other: it is not held. The next eight fill two batches of 4, and the
-  // tenth, alone at the end, waits its full second for companions that never come, then goes.
-  const first = (await receivedAt(0)) - answeredAt[0]!;
-  const last = (await receivedAt(9)) - answeredAt[9]!;
-  assert.deepEqual(batches, [1, 4, 4, 1]);
-  assert.ok(first < 500, `the first email was sent ${first} ms after its 202, without waiting`);
-  assert.ok(last >= 900 && last < 5000, `the last email was sent ${last} ms after its 202: after the wait, not never`);
-  assert.equal(smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length, 10, 'each email once');
+  const delivered = (i: number) => waitUntil(() => smtp.received.some((mail) => mail.envelopeTo[0] === address(i)), 10_000, () => `email ${i}`);
+  const sentAfter202 = (i: number) => smtp.received.find((mail) => mail.envelopeTo[0] === address(i))!.receivedAt - answeredAt.get(i)!;
+  const settled = () => waitUntil(() => app.mailer.inFlight === 0, 10_000, () => `${app.mailer.inFlight} emails still held`);
+
+  // The first follows no other: it goes at once.
+  await send(0);
+  await delivered(0);
+  await settled();
+  assert.ok(sentAfter202(0) < 500, `the first email was sent ${sentAfter202(0)} ms after its 202, without waiting`);
+  // Four close together, to an idle pool, fill a batch: one task, without waiting.
+  await Promise.all([1, 2, 3, 4].map(send));
+  await delivered(4);
+  await settled();
+  const fullBatchAfter202 = tasks[1]!.at - Math.max(...[1, 2, 3, 4].map((i) => answeredAt.get(i)!));
+  // Two close together, to an idle pool: one task, which waits its full second for a third
+  // and a fourth that never come, then goes.
+  await send(5);
+  await send(6);
+  await delivered(6);
+  await settled();
+  // A pool without room for a full batch is not made to wait for one: the SMTP server holds
+  // its answer to one email (3 places left of 4), and the next one, close behind, is handed
+  // to the pool at once.
+  smtp.stall();
+  await send(7);
+  await waitUntil(() => smtp.held > 0, 10_000, () => 'the server holding an answer');
+  await send(8);
+  await waitUntil(() => tasks.length === 5, 10_000, () => `${tasks.length} tasks`);
+  const busyAfter202 = tasks[4]!.at - answeredAt.get(8)!;
+  smtp.resume();
+  await delivered(8);
+
+  assert.deepEqual(tasks.map((task) => task.size), [1, 4, 2, 1, 1]);
+  assert.ok(fullBatchAfter202 < 500, `the full batch was handed over ${fullBatchAfter202} ms after its last 202`);
+  assert.ok(sentAfter202(5) >= 900 && sentAfter202(5) < 5000, `the partial batch was sent ${sentAfter202(5)} ms after its first 202: after the wait, not never`);
+  assert.ok(busyAfter202 < 500, `with no room for a full batch the email was handed over ${busyAfter202} ms after its 202`);
+  assert.equal(smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length, 9, 'each email once');
+});
+
+test('emails that come fast enough to fill a batch within MAIL_BATCH_WAIT_MS do not wait for one', async (t) => {
+  // Fifty signups a second: four of them (a batch) come well within the second of waiting.
+  // Once the smoothed gap between emails says so, each email is handed to the pool in the turn
+  // it was queued, alone, instead of being held for the next three.
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
+  const tasks = recordBatches(app);
+  const prefix = unique('dense');
+  const { url } = await listen(app);
+  const load = startSignupLoad(t, { targets: [url], concurrency: 1, count: 30, ratePerSecond: 50, prefix });
+  await load.done;
+  assert.equal(load.accepted().length, 30, describeOutcomes(load.outcomes));
+  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 30, 10_000, () => 'thirty emails');
+  assert.deepEqual(tasks.slice(-10).map((task) => task.size), Array(10).fill(1), `tasks: ${tasks.map((task) => task.size).join(' ')}`);
 });
 
 test('MAIL_BATCH_WAIT_MS=0: every email goes to the pool in the turn it was queued', async (t) => {
   const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '0', RATE_LIMIT_PER_MINUTE: '0' });
-  const batches = recordBatches(app);
+  const tasks = recordBatches(app);
   const prefix = unique('unbatched');
   for (let i = 0; i < 5; i++) await signup(app, `${prefix}-${i}@example.com`);
   await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 5, 10_000, () => 'five emails');
-  assert.deepEqual(batches, [1, 1, 1, 1, 1]);
+  assert.deepEqual(tasks.map((task) => task.size), [1, 1, 1, 1, 1]);
 });
 
 test('a backlog larger than the in-flight bound drains without waiting for sweep ticks', async (t) => {
