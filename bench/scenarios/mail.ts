@@ -179,7 +179,7 @@ export const mail: Scenario = {
     const share = medianOf(measures, '2. pipeline / the better ceiling');
     const m = config.mail;
     return {
-      title: `${emails} emails each way per run; MAIL_WORKERS=${m.workers} MAIL_SMTP_CONNECTIONS=${m.smtpConnections} MAIL_CONCURRENCY_PER_WORKER=${m.concurrencyPerWorker} MAIL_BATCH_SIZE=${m.batchSize} MAIL_MAX_IN_FLIGHT=${m.maxInFlight} MAIL_WORKER_NICE=${m.workerNice}`,
+      title: `${emails} emails each way per run; MAIL_WORKERS=${m.workers} MAIL_SMTP_CONNECTIONS=${m.smtpConnections} MAIL_CONCURRENCY_PER_WORKER=${m.concurrencyPerWorker} MAIL_BATCH_SIZE=${m.batchSize} MAIL_BATCH_WAIT_MS=${m.batchWaitMs} MAIL_MAX_IN_FLIGHT=${m.maxInFlight} MAIL_WORKER_NICE=${m.workerNice}`,
       measures,
       targets: [{ name: `pipeline >= 80 % of the better ceiling, same run (median ${share.toFixed(1)} %)`, met: share >= 80 }],
       lost: 0,
