@@ -34,7 +34,7 @@ export interface DispatcherOptions {
   /** Emails handed to the pool at once: enough to keep every SMTP connection busy. */
   readonly poolWindow: number;
   readonly batchSize: number;
-  /** MAIL_BATCH_WAIT_MS: how long a partial batch may wait for more emails while they arrive this close together. */
+  /** MAIL_BATCH_WAIT_MS: how long a partial batch may wait for more emails, at the rates where that gathers one (see #batchWait). */
   readonly batchWaitMs: number;
   readonly messageIdDomain: string;
   readonly retry: RetryPolicy;
@@ -244,7 +244,7 @@ export class Dispatcher {
 
   /**
    * How much longer the queue's head may wait for a fuller batch, in ms (0 or less: send now).
-   * At a few hundred signups a second each email would otherwise be a pool task of its own,
+   * At a hundred-odd signups a second each email would otherwise be a pool task of its own,
    * and the worker, the SMTP server and the "sent" write would each wake up, with cold
    * caches, once per email. So while emails arrive less than MAIL_BATCH_WAIT_MS apart (on
    * average over the last few), each waits up to that long, from its own arrival, for the
