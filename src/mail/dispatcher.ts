@@ -47,10 +47,11 @@ interface HeldJob extends HeldRow {
   /** Local clock time until which the lease is known to be ours (renewed by the heartbeat). */
   leaseUntil: number;
   where: 'queue' | 'pool' | 'result';
-  /** performance.now() when it was queued. */
-  readonly queuedAt: number;
-  /** Emails were arriving at a pace where waiting gathers a batch: it may wait batchWaitMs for companions. */
-  readonly mayWait: boolean;
+  /**
+   * Until when (performance.now()) it may wait in the queue for companions: batchWaitMs after
+   * its arrival if emails were arriving at a pace where waiting gathers a batch, else 0.
+   */
+  readonly waitsUntil: number;
   /** Set once the worker reported it sent: never released after that. */
   sent?: true;
 }
@@ -184,7 +185,7 @@ export class Dispatcher {
     // Close enough together for companions to come within the wait, and too sparse for a full
     // batch to gather in it (faster than that, batches form without waiting: see #batchWait).
     const mayWait = this.#arrivalGapMs < batchWaitMs && this.#arrivalGapMs * batchSize > batchWaitMs;
-    const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue', queuedAt: now, mayWait };
+    const held: HeldJob = { outboxId: job.outboxId, generation, job, leaseUntil, where: 'queue', waitsUntil: mayWait ? now + batchWaitMs : 0 };
     this.#held.set(job.outboxId, held);
     this.#queue.push(held);
     if (this.#breaker.open) this.#breaker.probeSent(job.outboxId);
@@ -256,9 +257,8 @@ export class Dispatcher {
    * throughput (measured: about 5 % fewer emails/s under `npm run bench -- e2e`'s load).
    */
   #batchWait(window: number): number {
-    const head = this.#queue[0]!;
-    if (!head.mayWait || this.#queue.length >= this.#o.batchSize || window - this.#inPool < this.#o.batchSize) return 0;
-    return head.queuedAt + this.#o.batchWaitMs - performance.now();
+    if (this.#queue.length >= this.#o.batchSize || window - this.#inPool < this.#o.batchSize) return 0;
+    return this.#queue[0]!.waitsUntil - performance.now();
   }
 
   /**
