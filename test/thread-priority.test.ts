@@ -1,10 +1,13 @@
 // Thread priorities on Linux, read from /proc of the running service: the API thread keeps
 // the process's nice value, the mail threads run at MAIL_WORKER_NICE, and libuv's pool threads
 // (the password hashes) five steps below the API thread, on Node 22 and later, which name
-// them. So the event loop takes a core back from any of them as soon as it has work.
+// them. So the event loop takes a core back from any of them as soon as it has work, and
+// there one real-cost hash more than cores runs at a time.
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { before, test } from 'node:test';
+import { hashPassword, lowerHashThreadPriority, verifyPassword } from '../src/passwords.js';
 import { createTestDatabase, file, startSmtpSink, startTestService, uniqueEmail, waitUntil, type Database, type ServiceProcess, type SmtpSink } from './support/index.js';
 
 interface Thread {
@@ -59,4 +62,28 @@ test('libuv pool threads, where the hashes run, are five nice steps below the AP
     assert.equal(pool.length, 0);
     assert.ok(threadsOf(service.pid).every((t) => t.nice === 0 || t.nice === 12));
   }
+});
+
+/** How many of this process's libuv pool threads are running or waiting for a core ('R'). */
+function runnablePoolThreads(): number {
+  return threadsOf(process.pid).filter((t) => t.name === 'libuv-worker' && readFileSync(`/proc/self/task/${t.tid}/stat`, 'utf8').split(') ')[1]!.startsWith('R')).length;
+}
+
+test('real-cost hashes: one more than cores at a time once the pool threads are below the API thread (Node 22+), one per core elsewhere', async () => {
+  const cores = availableParallelism();
+  const { concurrentHashes } = await lowerHashThreadPriority();
+  assert.equal(concurrentHashes, NODE_NAMES_THREADS ? cores + 1 : cores);
+  // Two more hashes than that at the default cost (19 MiB, tens of ms each): the limit starts
+  // its share at once, the rest wait for a slot. Sampled without yielding, so no hash that
+  // ends can hand its slot on meanwhile: the pool threads at work never exceed the limit.
+  const cost = { memoryKib: 19_456, iterations: 2 };
+  const passwords = Array.from({ length: concurrentHashes + 2 }, (_, i) => `pa55word-${i}`);
+  const hashing = Promise.all(passwords.map((password) => hashPassword(password, cost)));
+  await new Promise((resolve) => setImmediate(resolve));
+  let most = 0;
+  const until = performance.now() + 30;
+  while (performance.now() < until) most = Math.max(most, runnablePoolThreads());
+  if (NODE_NAMES_THREADS) assert.equal(most, concurrentHashes, 'pool threads hashing at once');
+  const hashes = await hashing;
+  for (const [i, passwordHash] of hashes.entries()) assert.ok(await verifyPassword(passwordHash, passwords[i]!));
 });
