@@ -8,8 +8,8 @@
 // handing marking, sweeping and scavenging to V8's background threads. The service runs one
 // isolate per thread (the API thread and one mail thread per core), and on the small machines
 // it is sized for, the background threads compete with those same threads for the cores: the
-// hand-offs cost more CPU than they save. With it, `npm run bench -- e2e` measured ~10 % less
-// CPU per signup and email (docs/benchmarks.md). The price is that each thread does its own
-// marking between its tasks; with the service's small heaps these are steps of a millisecond
-// or two, and the event-loop delay stays within its target (`npm run bench -- offload`).
+// hand-offs cost more CPU than they save. With it, `npm run bench -- e2e` measured about 8 %
+// less CPU per signup and email and 8 % more emails/s (docs/benchmarks.md, cut 7). Each thread
+// now does its own marking between its tasks; with the service's small heaps the API thread's
+// event-loop delay under `npm run bench -- offload` was no higher with it than without.
 export const SERVICE_NODE_FLAGS: readonly string[] = ['--single-threaded-gc'];
