@@ -14,14 +14,17 @@ interface Thread {
   readonly tid: number;
   readonly name: string;
   readonly nice: number;
+  /** R (running or waiting for a core), S (sleeping), … */
+  readonly state: string;
 }
 
 function threadsOf(pid: number): Thread[] {
   return readdirSync(`/proc/${pid}/task`).map((tid) => {
     const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    // Fields after the command name's closing parenthesis; nice is the 19th field of the line.
+    // Fields after the command name's closing parenthesis: the state is the 3rd field of the
+    // line, nice the 19th.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { tid: Number(tid), name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]) };
+    return { tid: Number(tid), name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), nice: Number(fields[16]), state: fields[0]! };
   });
 }
 
@@ -66,7 +69,7 @@ test('libuv pool threads, where the hashes run, are five nice steps below the AP
 
 /** How many of this process's libuv pool threads are running or waiting for a core ('R'). */
 function runnablePoolThreads(): number {
-  return threadsOf(process.pid).filter((t) => t.name === 'libuv-worker' && readFileSync(`/proc/self/task/${t.tid}/stat`, 'utf8').split(') ')[1]!.startsWith('R')).length;
+  return threadsOf(process.pid).filter((t) => t.name === 'libuv-worker' && t.state === 'R').length;
 }
 
 test('real-cost hashes: one more than cores at a time once the pool threads are below the API thread (Node 22+), one per core elsewhere', async () => {
