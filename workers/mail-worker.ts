@@ -3,6 +3,7 @@
 import { setPriority } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import type { MailResult, MailTask, WorkerSettings } from '../src/mail/contract.js';
+import { announceThreadLoaded } from '../src/mail/thread-loading.js';
 import { createBatchSender } from './send-batch.js';
 
 const settings = workerData as WorkerSettings;
@@ -22,6 +23,9 @@ if (process.platform === 'linux' && settings.nice) {
 const sender = createBatchSender(settings);
 
 process.once('exit', () => sender.close());
+
+// Last: from here on the thread may be terminated safely (see thread-loading.ts).
+announceThreadLoaded();
 
 export default function mailWorker(task: MailTask): Promise<MailResult[]> {
   return sender.send(task);

@@ -17,6 +17,7 @@ import { Dispatcher } from './dispatcher.js';
 import { newLeaseOwner, type Lease } from './leases.js';
 import { SendQuota } from './send-quota.js';
 import { Sweeper } from './sweeper.js';
+import { watchThreadLoading, type ThreadLoading } from './thread-loading.js';
 
 export interface MailPipelineOptions {
   readonly config: Config;
@@ -42,6 +43,7 @@ export class MailPipeline {
   readonly #log: Log;
   readonly #metrics: Metrics;
   readonly #pool: Piscina<MailTask, MailResult[]>;
+  readonly #threadLoading: ThreadLoading;
   readonly #group: TaskGroup;
   readonly #dispatcher: Dispatcher;
   readonly #sweeper: Sweeper;
@@ -53,6 +55,7 @@ export class MailPipeline {
     this.#lease = { owner: this.owner, ms: config.mail.leaseMs };
     const handBack = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
     this.#pool = createWorkerPool(config, smtpUrl, handBack, log);
+    this.#threadLoading = watchThreadLoading(this.#pool);
     this.#group = new TaskGroup((err, context) => log.error({ err, ...context }, 'background task failed'));
     const { mail } = config;
     this.#quota = new SendQuota({ db, log, metrics, ratePerSecond: mail.ratePerSecond });
@@ -151,12 +154,13 @@ export class MailPipeline {
     if (!result.drained) {
       // Destroy first: a worker must not send an email after it was released to another instance.
       this.#dispatcher.abandon();
-      await this.#pool.destroy();
+      // A thread still loading its modules (a shutdown right after boot) is waited for first.
+      await this.#threadLoading.destroyPool(deadlineAt + RELEASE_GRACE_MS);
       const released = await settleBy(this.#dispatcher.releaseUnfinished(), deadlineAt + RELEASE_GRACE_MS);
       if (released.timedOut) this.#log.error({ pending: result.pending }, 'could not release unfinished emails in time; their leases will expire instead');
       else this.#log.warn({ pending: result.pending, released: released.value }, 'shutdown deadline reached: unfinished emails released to the outbox');
     } else {
-      await this.#pool.destroy();
+      await this.#threadLoading.destroyPool(deadlineAt);
     }
     this.#dispatcher.stop();
     this.#quota.stop();
