@@ -1,11 +1,13 @@
 // The parts a service benchmark runs against, started once per `npm run bench` and shared
 // by its runs: the SMTP sink (a child process of its own), a PostgreSQL server (an embedded
 // one, or DATABASE_URL) and its postmaster's pid for /proc; and the builds being compared:
-// this checkout's, and with `--baseline DIR` another built checkout's, started the same way
-// against the same parts, round robin, so "before" and "after" share the machine's state.
+// this checkout's, and with `--baseline DIR` another built checkout's, each started as its
+// `npm start` would (node with that build's flags) against the same parts, round robin, so
+// "before" and "after" share the machine's state.
 import { generateKeyPairSync } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import pino from 'pino';
 import { createLogger } from '../src/logger.js';
 import { createDatabase, databaseServer, tempDir } from '../test/support/database.js';
@@ -77,8 +79,18 @@ function mailSettingsFromEnvironment(): Record<string, string> {
   return Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[0].startsWith('MAIL_') && entry[1] !== undefined));
 }
 
+/**
+ * The node flags a build runs the service with, as its `npm start` passes them (its
+ * dist/src/node-flags.js); none for a build from before that file.
+ */
+async function nodeFlagsOf(build: Build): Promise<readonly string[]> {
+  const file = path.join(build.root, 'dist/src/node-flags.js');
+  if (!existsSync(file)) return [];
+  return ((await import(pathToFileURL(file).href)) as { SERVICE_NODE_FLAGS: readonly string[] }).SERVICE_NODE_FLAGS;
+}
+
 /** The same on a database that already exists: a successor on its predecessor's outbox. */
-export function startBuildOn(scope: Scope, rig: Rig, build: Build, databaseUrl: string, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
+export async function startBuildOn(scope: Scope, rig: Rig, build: Build, databaseUrl: string, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
   const profileDir = typeof args['cpu-prof'] === 'string' ? path.resolve(args['cpu-prof'], build.label) : undefined;
   return startService(
     scope,
@@ -89,7 +101,7 @@ export function startBuildOn(scope: Scope, rig: Rig, build: Build, databaseUrl: 
       cwd: build.root,
       readyTimeoutMs: 90_000,
       graceMs: 60_000,
-      ...(profileDir ? { nodeArgs: ['--cpu-prof', '--cpu-prof-dir', profileDir] } : {}),
+      nodeArgs: [...(await nodeFlagsOf(build)), ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])],
     },
   );
 }

@@ -3,10 +3,11 @@
 // dependency, and `npm start` must work there too (it builds only where TypeScript is).
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { cpSync, existsSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { before, test } from 'node:test';
 import { promisify } from 'node:util';
+import { SERVICE_NODE_FLAGS } from '../src/node-flags.js';
 import {
   createTestDatabase,
   file,
@@ -88,12 +89,20 @@ test('the operator tools run there: node dist/scripts/migrate.js migrates, node 
   await tool('dist/scripts/outbox.js', 'stats');
 });
 
-test('node dist/src/server.js: healthcheck, a signup delivered, SIGTERM, exit 0', async (t) => {
-  await signupDeliveredAndStop(await start(t, process.execPath, ['dist/src/server.js']));
+/** The command line of the node process that wrote the service's first log line (pino logs its pid). */
+function nodeCommandLine(service: ServiceProcess): string[] {
+  const pid = service.logs.find((line) => typeof line.pid === 'number')?.pid as number;
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+}
+
+test('node --single-threaded-gc dist/src/server.js: healthcheck, a signup delivered, SIGTERM, exit 0', async (t) => {
+  await signupDeliveredAndStop(await start(t, process.execPath, [...SERVICE_NODE_FLAGS, 'dist/src/server.js']));
 });
 
-test('npm start without TypeScript starts the shipped build: a signup delivered, SIGTERM to npm, exit 0', async (t) => {
+test('npm start without TypeScript starts the shipped build with the service\'s node flags: a signup delivered, SIGTERM to npm, exit 0', async (t) => {
   const service = await start(t, 'npm', ['start']);
   assert.ok(!existsSync(path.join(target, 'src')), 'there was nothing to build from');
+  const commandLine = nodeCommandLine(service);
+  assert.deepEqual(commandLine.slice(1), [...SERVICE_NODE_FLAGS, 'dist/src/server.js'], `npm start runs ${commandLine.join(' ')}`);
   await signupDeliveredAndStop(service);
 });

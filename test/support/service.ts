@@ -4,6 +4,7 @@
 // leaves a process behind (nor the embedded PostgreSQL it may have started). startService
 // spawns node itself; followService follows a child started any other way (`npm start`).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { SERVICE_NODE_FLAGS } from '../../src/node-flags.js';
 import { NO_RATE_LIMITS, projectRoot, serverEntry, TEST_ENV } from './env.js';
 import { groupIsEmpty, signalGroup } from './processes.js';
 import { closeAtEnd, track, type Scope } from './scope.js';
@@ -55,7 +56,7 @@ export interface ServiceOptions extends FollowOptions {
   readonly entry?: string;
   /** Its working directory (default: the repository root). */
   readonly cwd?: string;
-  /** Options for node before the script (`--cpu-prof`, …). */
+  /** Options for node before the script (default: the service's own, as `npm start` passes them). */
   readonly nodeArgs?: readonly string[];
 }
 
@@ -72,7 +73,7 @@ function pushBounded<T>(list: T[], item: T, max: number): void {
  * on a free port, logging JSON at info, with the signup rate limits off.
  */
 export async function startService(scope: Scope, env: Record<string, string | undefined>, options: ServiceOptions = {}): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), options.entry ?? serverEntry], {
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? SERVICE_NODE_FLAGS), options.entry ?? serverEntry], {
     cwd: options.cwd ?? projectRoot,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: '0', LOG_LEVEL: 'info', ...NO_RATE_LIMITS, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
