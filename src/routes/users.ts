@@ -2,7 +2,8 @@
 // email after COMMIT; its outbox row, written by the same statement, guarantees it is sent.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../config.js';
-import { EmailTakenError, insertSignup } from '../db/signups.js';
+import { SignupWriter } from '../db/signup-writer.js';
+import { EmailTakenError } from '../db/signups.js';
 import { withTransaction } from '../db/pool.js';
 import { ACTIVATION_SCOPE, deleteAllForUser } from '../db/tokens.js';
 import { activate, getForToken } from '../db/users.js';
@@ -12,7 +13,12 @@ import { ACTIVATION_TTL_MS, TOKEN_LENGTH, generateToken, hashToken } from '../to
 import { validateEmail, validateName, validatePassword, validateTokenPlaintext, type FieldErrors } from '../validation.js';
 import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schemas.js';
 
+/** Signups per statement at most: enough for every client of a burst, small enough to plan fast. */
+const MAX_SIGNUPS_PER_WRITE = 64;
+
 const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  // Signups that arrive while every connection is busy share the next statement and commit.
+  const signupWriter = new SignupWriter(app.db, { maxConcurrentWrites: config.databasePoolMax, maxSignupsPerWrite: MAX_SIGNUPS_PER_WRITE });
   app.post(
     '/v1/users',
     { schema: { body: SignupBody, response: { 202: UserResponse, '4xx': ErrorResponse } } },
@@ -31,7 +37,7 @@ const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { confi
       const token = generateToken();
       const signup = { name: name!, email: email!, passwordHash, tokenHash: token.hash, tokenTtlMs: ACTIVATION_TTL_MS };
       const record = await app.mailer
-        .sendWelcome(token.plaintext, (lease) => insertSignup(app.db, { ...signup, ...(lease ? { lease } : {}) }))
+        .sendWelcome(token.plaintext, (lease) => signupWriter.write({ ...signup, ...(lease ? { lease } : {}) }))
         .catch(translateSignupError);
       stopTimer();
       return reply.code(202).send({ user: record.user });
