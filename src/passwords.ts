@@ -14,17 +14,15 @@ export interface PasswordCost {
 const ARGON2ID = 2;
 
 // libuv's pool has 4 threads. Four real-cost argon2 hashes at once (19 MiB, tens of ms of
-// CPU each) on a 2-core machine, at the API thread's priority, leave it a third of a core and
-// its event loop stalls: at that priority one hash per core hashes just as fast and leaves it
-// room. Once the pool threads run below the API thread (lowerHashThreadPriority), it takes
-// its core back whenever it has work, and one hash more than cores keeps every core busy
-// while the API thread hands the next hash over: one hash per core left a core idle for that
-// round trip after every hash (signups/s in `npm run bench -- hash`, docs/benchmarks.md).
-// A cheap hash (the test and benchmark costs) is bound by the round trip through the pool,
-// not by CPU: limiting it would only cap signups/s, so it is not limited.
+// CPU each) on a 2-core machine leave the API thread a third of a core and its event loop
+// stalls; one hash per core hashes just as fast and leaves it room. One more than cores was
+// tried (a core idles while the API thread hands the next hash over): with three 19 MiB
+// hashes sharing two cores' caches each hash took about 8 % more CPU, and `npm run bench --
+// hash` read lower in four of six pairs (docs/benchmarks.md, cut 8). A cheap hash (the test
+// and benchmark costs) is bound by the round trip through the pool, not by CPU: limiting it
+// would only cap signups/s, so it is not limited.
 const CPU_BOUND_MEMORY_KIB = 4096;
-const cores = availableParallelism();
-const hashSlots = pLimit(cores);
+const hashSlots = pLimit(availableParallelism());
 
 export function hashPassword(password: string, cost: PasswordCost): Promise<string> {
   const run = () => hash(password, { algorithm: ARGON2ID, memoryCost: cost.memoryKib, timeCost: cost.iterations, parallelism: 1 });
@@ -47,36 +45,31 @@ export const HASH_THREAD_NICE_STEPS = 5;
  * than busy threads, a pool thread woken for the next signup's hash takes a core from the event
  * loop for a whole time slice, and every request in flight waits. A lower priority (nice) for
  * the pool threads lets the event loop take the core back whenever it has work, and costs the
- * hashes nothing while a core is free; with it, one hash more than cores runs at a time (see
- * hashSlots). Linux only (the nice value is per thread there), and only where Node names its
- * pool threads (Node 22 and later): elsewhere nothing changes. Returns the nice value given,
- * how many threads got it, and how many real-cost hashes may now run at once.
+ * hashes nothing while a core is free. Linux only (the nice value is per thread there), and
+ * only where Node names its pool threads (Node 22 and later): elsewhere nothing changes.
+ * Returns the nice value given and how many threads got it.
  */
-export async function lowerHashThreadPriority(): Promise<{ nice: number; threads: number; concurrentHashes: number }> {
+export async function lowerHashThreadPriority(): Promise<{ nice: number; threads: number }> {
   // Relative to this (the API) thread, so that a service started at nice 10 does not raise them.
   const nice = Math.min(19, getPriority() + HASH_THREAD_NICE_STEPS);
-  if (process.platform !== 'linux') return { nice, threads: 0, concurrentHashes: hashSlots.concurrency };
+  if (process.platform !== 'linux') return { nice, threads: 0 };
   // The pool starts with the first task given to it: this one starts it now.
   await hash('', { algorithm: ARGON2ID, memoryCost: 8, timeCost: 1, parallelism: 1 });
   let tids: string[];
   try {
     tids = readdirSync('/proc/self/task');
   } catch {
-    return { nice, threads: 0, concurrentHashes: hashSlots.concurrency }; // no /proc (an unusual container): priorities stay as they are
+    return { nice, threads: 0 }; // no /proc (an unusual container): priorities stay as they are
   }
-  let found = 0;
   let lowered = 0;
   for (const tid of tids) {
     try {
       if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
-      found++;
       setPriority(Number(tid), nice);
       lowered++;
     } catch {
       // A thread that ended meanwhile, or a sandbox that forbids it: it keeps its priority.
     }
   }
-  // The extra hash only where none of them can take a core from the event loop.
-  if (lowered > 0 && lowered === found) hashSlots.concurrency = cores + 1;
-  return { nice, threads: lowered, concurrentHashes: hashSlots.concurrency };
+  return { nice, threads: lowered };
 }
