@@ -1,7 +1,8 @@
 // The signup transaction: the user, the hash of their activation token and their welcome
 // email's outbox row, written together or not at all (no dual writes). It is one statement
 // of data-modifying CTEs, so it is atomic like BEGIN…COMMIT while costing one round trip
-// instead of five: this is the hot path of every signup.
+// instead of five: this is the hot path of every signup. One statement carries one signup
+// or several (signup-writer.ts gathers those that wait for a connection at the same time).
 import type { Queryable } from './pool.js';
 import type { User } from './users.js';
 import { ACTIVATION_SCOPE, insertTokensFrom } from './tokens.js';

@@ -1,7 +1,6 @@
 // PostgreSQL error codes (SQLSTATE) this service acts on. Errors are told apart by code and
 // constraint name, never by message text, which varies with the server's language and version.
 export const SQLSTATE = {
-  uniqueViolation: '23505',
   serializationFailure: '40001',
   deadlockDetected: '40P01',
   tooManyConnections: '53300',
