@@ -176,7 +176,8 @@ export class MailPipeline {
   }
 }
 
-function createWorkerPool(config: Config, smtpUrl: string, handBack: SharedArrayBuffer, log: Log): Piscina<MailTask, MailResult[]> {
+/** The mail worker pool exactly as the service runs it (also started on its own by a test fixture). */
+export function createWorkerPool(config: Config, smtpUrl: string, handBack: SharedArrayBuffer, log: Log): Piscina<MailTask, MailResult[]> {
   const settings: WorkerSettings = {
     smtpUrl,
     handBack,
