@@ -40,6 +40,20 @@ function mainThreadCpuMs(pid: number): number {
 }
 
 /**
+ * The main thread's time so far, in ms, from the scheduler (`/proc/<pid>/task/<pid>/schedstat`,
+ * in ns): on a core, and runnable but waiting for one. The wait is what a busy machine adds to
+ * the event loop's delay beyond the thread's own work. NaN where the kernel does not keep it.
+ */
+export function mainThreadScheduling(pid: number): { runMs: number; waitMs: number } {
+  try {
+    const [run, wait] = readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ').map(Number);
+    return { runMs: run! / 1e6, waitMs: wait! / 1e6 };
+  } catch {
+    return { runMs: Number.NaN, waitMs: Number.NaN };
+  }
+}
+
+/**
  * CPU ms used so far by a PostgreSQL server: the postmaster, its live children (backends,
  * checkpointer, WAL writer…) and the children it has already reaped.
  */

@@ -14,6 +14,7 @@ const cases: [string, string[], RegExp][] = [
   ['a count that is not a number', ['hash', '--seconds', 'ten'], /--seconds must be a whole number of at least 1 \(got ten\)/],
   ['a warm-up that is not a number', ['e2e', '--warm-up', '1e4'], /--warm-up must be a whole number of at least 0 \(got 1e4\)/],
   ['a baseline that is not a built checkout', ['e2e', '--baseline', '/nonexistent'], /--baseline \/nonexistent: not a built checkout/],
+  ['an offload baseline that is not a built checkout', ['offload', '--baseline', '/nonexistent'], /--baseline \/nonexistent: not a built checkout/],
 ];
 
 for (const [what, args, message] of cases) {

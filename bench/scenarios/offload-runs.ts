@@ -13,7 +13,7 @@ import { histogramQuantile, scrape } from '../../test/support/prom.js';
 import { closeAtEnd, type Scope } from '../../test/support/scope.js';
 import type { ServiceProcess } from '../../test/support/service.js';
 import { awaitDelivery, exitCodeOf, non2xxOf, runSignups } from '../common.js';
-import { startCpuWindow } from '../proc-cpu.js';
+import { mainThreadScheduling, startCpuWindow } from '../proc-cpu.js';
 import { startBuild, startBuildOn, withScope, type Build, type Rig } from '../rig.js';
 import type { Values } from '../scenario.js';
 
@@ -48,6 +48,9 @@ export interface Throughput {
   readonly p99Ms: number;
   /** The API thread's, from the service's mailoffload_eventloop_delay_seconds over the load. */
   readonly loopP99Ms: number;
+  /** The API thread over the load, per second of it: on a core, and waiting for one. */
+  readonly apiRunShare: number;
+  readonly apiWaitShare: number;
   readonly accepted: number;
   readonly delivered: number;
   readonly lost: number;
@@ -82,14 +85,20 @@ function envOf(settings: Settings, handler: Handler): Record<string, string> {
   return { ...env, VARIANT: handler === 'b' ? 'await' : 'fire', SMTP_CONNECTIONS: String(connections) };
 }
 
-/** The load for settings.durationS, then every accepted email delivered (or the drain deadline). */
-export async function throughput(rig: Rig, settings: Settings, handler: Handler, tag: string): Promise<Throughput> {
+/**
+ * The load for settings.durationS, then every accepted email delivered (or the drain deadline).
+ * `build`: another build of (a) (`--baseline DIR`) instead of this checkout's.
+ */
+export async function throughput(rig: Rig, settings: Settings, handler: Handler, tag: string, build: Build = buildOf(handler)): Promise<Throughput> {
   return withScope(async (scope) => {
-    const service = await startBuild(scope, rig, buildOf(handler), envOf(settings, handler), settings.args);
+    const service = await startBuild(scope, rig, build, envOf(settings, handler), settings.args);
     const window = startCpuWindow(service.pid, rig.postmasterPid);
     const before = await scrape(service.url);
+    const scheduledBefore = mainThreadScheduling(service.pid);
+    const loadStartedAt = Date.now();
     const { summary, accepted } = await runSignups(scope, { targets: [service.url], concurrency: settings.connections, maxDurationMs: settings.durationS * 1000, requestTimeoutMs: 30_000, prefix: `off${handler}-${tag}` });
     const loadEndedAt = Date.now();
+    const scheduledAfter = mainThreadScheduling(service.pid);
     const afterLoad = await scrape(service.url);
     const delivery = await awaitDelivery(rig.sink, accepted, loadEndedAt, settings.drainTimeoutMs);
     const cpu = window.stop();
@@ -98,6 +107,8 @@ export async function throughput(rig: Rig, settings: Settings, handler: Handler,
       requestsPerSecond: summary.requestsPerSecond,
       p99Ms: summary.latencyMs.p99,
       loopP99Ms: (histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, afterLoad, before) ?? Number.NaN) * 1000,
+      apiRunShare: (scheduledAfter.runMs - scheduledBefore.runMs) / (loadEndedAt - loadStartedAt),
+      apiWaitShare: (scheduledAfter.waitMs - scheduledBefore.waitMs) / (loadEndedAt - loadStartedAt),
       accepted: accepted.size,
       delivered: delivery.delivered,
       lost: delivery.lost,

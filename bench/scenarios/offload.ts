@@ -5,8 +5,9 @@
 // arrives halfway through a separate run, and the CPU the mail path costs per delivered email,
 // service and PostgreSQL, against the email-disabled baseline measured in the same run. DKIM
 // is on unless --no-dkim: signing is the CPU the pool is there to keep off the API thread.
+// With --baseline DIR, another build of (a) runs the same throughput run in the rotation.
 import { availableParallelism } from 'node:os';
-import { rotate, dkimEnv, startRig, type Rig } from '../rig.js';
+import { buildsFrom, rotate, dkimEnv, startRig, type Build, type Rig } from '../rig.js';
 import { intOption, type Context, type Measure, type Outcome, type Scenario, type Target } from '../scenario.js';
 import { emailDisabled, HANDLERS, LABELS, sigterm, throughput, type EmailDisabled, type Handler, type Settings, type Terminated, type Throughput } from './offload-runs.js';
 
@@ -14,9 +15,14 @@ interface RunFigures {
   readonly throughput: Record<Handler, Throughput>;
   readonly terminated: Record<Handler, Terminated>;
   readonly disabled: EmailDisabled;
+  /** (a) from the --baseline build. */
+  readonly baseline?: Throughput;
 }
 
+type Step = Handler | 'email-disabled' | 'baseline';
+
 const LOOP_TARGET_MS = 20;
+const BASELINE_LABEL = '(a) the --baseline build';
 
 function settingsOf(args: Context['args']): Settings {
   return {
@@ -37,9 +43,16 @@ function settingsOf(args: Context['args']): Settings {
 }
 
 /** One run: every handler's throughput and SIGTERM runs and the baseline, in a rotated order. */
-async function measureRun(rig: Rig, settings: Settings, run: number, progress: Context['progress']): Promise<RunFigures> {
-  const figures = { throughput: {}, terminated: {} } as { throughput: Record<Handler, Throughput>; terminated: Record<Handler, Terminated>; disabled?: EmailDisabled };
-  for (const step of rotate<Handler | 'email-disabled'>([...HANDLERS, 'email-disabled'], run)) {
+async function measureRun(rig: Rig, settings: Settings, baseline: Build | undefined, run: number, progress: Context['progress']): Promise<RunFigures> {
+  const figures = { throughput: {}, terminated: {} } as { throughput: Record<Handler, Throughput>; terminated: Record<Handler, Terminated>; disabled?: EmailDisabled; baseline?: Throughput };
+  const steps: Step[] = [...HANDLERS, 'email-disabled', ...(baseline ? (['baseline'] as const) : [])];
+  for (const step of rotate(steps, run)) {
+    if (step === 'baseline') {
+      progress(`run ${run + 1}, ${BASELINE_LABEL}: ${settings.durationS} s of signups`);
+      const t = (figures.baseline = await throughput(rig, settings, 'a', `${run}-baseline`, baseline!));
+      progress(`  ${t.requestsPerSecond.toFixed(0)} req/s, p99 ${t.p99Ms.toFixed(0)} ms, loop p99 ${t.loopP99Ms.toFixed(1)} ms, delivered ${t.delivered}/${t.accepted}`);
+      continue;
+    }
     progress(`run ${run + 1}, ${LABELS[step]}: ${settings.durationS} s of signups${step === 'email-disabled' ? '' : `, then ${settings.sigtermS} s with SIGTERM at ${settings.sigtermS / 2} s`}`);
     if (step === 'email-disabled') {
       figures.disabled = await emailDisabled(rig, settings, `${run}`);
@@ -68,9 +81,21 @@ function measuresOf(runs: readonly RunFigures[]): Measure[] {
       { name: `${label}: requests/s`, unit: '/s', values: of((f) => f.throughput[h].requestsPerSecond) },
       { name: `${label}: p99`, unit: 'ms', values: of((f) => f.throughput[h].p99Ms) },
       { name: `${label}: API event-loop delay p99`, unit: 'ms', values: of((f) => f.throughput[h].loopP99Ms) },
+      { name: `${label}: API thread on a core`, unit: 's/s', values: of((f) => f.throughput[h].apiRunShare), note: 'per second of load, /proc schedstat' },
+      { name: `${label}: API thread waiting for a core`, unit: 's/s', values: of((f) => f.throughput[h].apiWaitShare), note: 'runnable, not running' },
       { name: `${label}: mail CPU per email, service`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).service), note: 'minus the baseline per signup' },
       { name: `${label}: mail CPU per email, PostgreSQL`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).postgres), note: 'minus the baseline per signup' },
       { name: `${label}: lost on SIGTERM`, unit: '', values: of((f) => f.terminated[h].lost), note: `of ${runs.map((f) => f.terminated[h].accepted).join(' / ')} 202s` },
+    );
+  }
+  if (runs.every((f) => f.baseline)) {
+    const of = (pick: (t: Throughput) => number) => runs.map((f) => pick(f.baseline!));
+    measures.push(
+      { name: `${BASELINE_LABEL}: requests/s`, unit: '/s', values: of((t) => t.requestsPerSecond) },
+      { name: `${BASELINE_LABEL}: p99`, unit: 'ms', values: of((t) => t.p99Ms) },
+      { name: `${BASELINE_LABEL}: API event-loop delay p99`, unit: 'ms', values: of((t) => t.loopP99Ms) },
+      { name: `${BASELINE_LABEL}: API thread on a core`, unit: 's/s', values: of((t) => t.apiRunShare) },
+      { name: `${BASELINE_LABEL}: API thread waiting for a core`, unit: 's/s', values: of((t) => t.apiWaitShare) },
     );
   }
   measures.push(
@@ -103,21 +128,23 @@ export const offload: Scenario = {
     workers: { type: 'string' },
     'drain-timeout': { type: 'string', default: '60' },
     'cpu-prof': { type: 'string' },
+    baseline: { type: 'string' },
   },
   async run({ args, runs, cleanup, progress }: Context): Promise<Outcome> {
     const settings = settingsOf(args);
+    const baseline = buildsFrom(args).find((build) => build.label === 'baseline');
     const rig = await startRig(cleanup, { smtpLatencyMs: intOption(args, 'smtp-latency-ms', 0) });
     const figures: RunFigures[] = [];
-    for (let run = 0; run < runs; run++) figures.push(await measureRun(rig, settings, run, progress));
+    for (let run = 0; run < runs; run++) figures.push(await measureRun(rig, settings, baseline, run, progress));
     const workers = settings.workers ?? availableParallelism();
     return {
       title:
         `${settings.connections} connections for ${settings.durationS} s per handler (+ ${settings.sigtermS} s with SIGTERM halfway); argon2id ${settings.env.ARGON2_MEMORY_KIB} KiB x ${settings.env.ARGON2_ITERATIONS}; ` +
-        `SMTP latency ${String(args['smtp-latency-ms'])} ms; DKIM ${args['no-dkim'] ? 'off' : 'on (RSA-2048)'}; ${workers} mail threads${settings.workers === undefined ? ' (the default)' : ''}, (b) and (c) with as many pooled SMTP connections in all`,
+        `SMTP latency ${String(args['smtp-latency-ms'])} ms; DKIM ${args['no-dkim'] ? 'off' : 'on (RSA-2048)'}; ${workers} mail threads${settings.workers === undefined ? ' (the default)' : ''}, (b) and (c) with as many pooled SMTP connections in all${baseline ? `; baseline: (a) from ${baseline.root}` : ''}`,
       measures: measuresOf(figures),
       targets: targetsOf(figures, settings),
       // The service must lose nothing, in the throughput run or on SIGTERM; (b) and (c) are the comparison.
-      lost: figures.reduce((sum, f) => sum + f.throughput.a.lost + f.terminated.a.lost, 0),
+      lost: figures.reduce((sum, f) => sum + f.throughput.a.lost + f.terminated.a.lost + (f.baseline?.lost ?? 0), 0),
       details: { settings: { ...settings, env: Object.keys(settings.env), args: undefined }, runs: figures },
     };
   },
