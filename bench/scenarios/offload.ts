@@ -42,7 +42,10 @@ function settingsOf(args: Context['args']): Settings {
   };
 }
 
-/** One run: every handler's throughput and SIGTERM runs and the baseline, in a rotated order. */
+/**
+ * One run, in a rotated order: every handler's throughput and SIGTERM runs, the email-disabled
+ * baseline and, with --baseline, the other build's (a) throughput run.
+ */
 async function measureRun(rig: Rig, settings: Settings, baseline: Build | undefined, run: number, progress: Context['progress']): Promise<RunFigures> {
   const figures = { throughput: {}, terminated: {} } as { throughput: Record<Handler, Throughput>; terminated: Record<Handler, Terminated>; disabled?: EmailDisabled; baseline?: Throughput };
   const steps: Step[] = [...HANDLERS, 'email-disabled', ...(baseline ? (['baseline'] as const) : [])];
