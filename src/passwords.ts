@@ -1,6 +1,7 @@
 // argon2id through @node-rs/argon2: prebuilt binaries (no install script), and the hash
 // runs on libuv's thread pool, off the event loop. The result is a PHC string.
-import { availableParallelism } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism, getPriority, setPriority } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
 import pLimit from 'p-limit';
 
@@ -32,7 +33,43 @@ export function verifyPassword(passwordHash: string, password: string): Promise<
   return verify(passwordHash, password);
 }
 
-/** Starts libuv's pool, where the hashes run (it starts with its first task): its threads then exist. */
-export async function startHashThreads(): Promise<void> {
+/**
+ * How many nice steps below the API thread the hashes run: nice 5 for a service started at
+ * the usual 0, still ahead of the mail threads (MAIL_WORKER_NICE, 10): a signup's hash goes
+ * before a welcome email.
+ */
+export const HASH_THREAD_NICE_STEPS = 5;
+
+/**
+ * The hashes run on libuv's thread pool, the event loop on the API thread. With fewer cores
+ * than busy threads, a pool thread woken for the next signup's hash takes a core from the event
+ * loop for a whole time slice, and every request in flight waits. A lower priority (nice) for
+ * the pool threads lets the event loop take the core back whenever it has work, and costs the
+ * hashes nothing while a core is free. Linux only (the nice value is per thread there), and
+ * only where Node names its pool threads (Node 22 and later): elsewhere nothing changes.
+ * Returns the nice value given and how many threads got it.
+ */
+export async function lowerHashThreadPriority(): Promise<{ nice: number; threads: number }> {
+  // Relative to this (the API) thread, so that a service started at nice 10 does not raise them.
+  const nice = Math.min(19, getPriority() + HASH_THREAD_NICE_STEPS);
+  if (process.platform !== 'linux') return { nice, threads: 0 };
+  // The pool starts with the first task given to it: this one starts it now.
   await hash('', { algorithm: ARGON2ID, memoryCost: 8, timeCost: 1, parallelism: 1 });
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return { nice, threads: 0 }; // no /proc (an unusual container): priorities stay as they are
+  }
+  let lowered = 0;
+  for (const tid of tids) {
+    try {
+      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
+      setPriority(Number(tid), nice);
+      lowered++;
+    } catch {
+      // A thread that ended meanwhile, or a sandbox that forbids it: it keeps its priority.
+    }
+  }
+  return { nice, threads: lowered };
 }
