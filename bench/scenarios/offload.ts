@@ -75,32 +75,31 @@ function mailCpu(t: Throughput, d: EmailDisabled): { service: number; postgres: 
   return { service: (t.serviceCpuMs - d.serviceCpuMsPerSignup * t.accepted) / delivered, postgres: (t.postgresCpuMs - d.postgresCpuMsPerSignup * t.accepted) / delivered };
 }
 
+/** The load figures of a throughput run, one value per run of the bench: for this build's handlers and the --baseline build's (a) alike. */
+function loadMeasures(label: string, runs: readonly Throughput[]): Measure[] {
+  const of = (pick: (t: Throughput) => number) => runs.map(pick);
+  return [
+    { name: `${label}: requests/s`, unit: '/s', values: of((t) => t.requestsPerSecond) },
+    { name: `${label}: p99`, unit: 'ms', values: of((t) => t.p99Ms) },
+    { name: `${label}: API event-loop delay p99`, unit: 'ms', values: of((t) => t.loopP99Ms) },
+    { name: `${label}: API thread on a core`, unit: 's/s', values: of((t) => t.apiRunShare), note: 'per second of load, /proc schedstat' },
+    { name: `${label}: API thread waiting for a core`, unit: 's/s', values: of((t) => t.apiWaitShare), note: 'runnable, not running' },
+  ];
+}
+
 function measuresOf(runs: readonly RunFigures[]): Measure[] {
   const measures: Measure[] = [];
   for (const h of HANDLERS) {
     const of = (pick: (f: RunFigures) => number) => runs.map(pick);
     const label = LABELS[h];
     measures.push(
-      { name: `${label}: requests/s`, unit: '/s', values: of((f) => f.throughput[h].requestsPerSecond) },
-      { name: `${label}: p99`, unit: 'ms', values: of((f) => f.throughput[h].p99Ms) },
-      { name: `${label}: API event-loop delay p99`, unit: 'ms', values: of((f) => f.throughput[h].loopP99Ms) },
-      { name: `${label}: API thread on a core`, unit: 's/s', values: of((f) => f.throughput[h].apiRunShare), note: 'per second of load, /proc schedstat' },
-      { name: `${label}: API thread waiting for a core`, unit: 's/s', values: of((f) => f.throughput[h].apiWaitShare), note: 'runnable, not running' },
+      ...loadMeasures(label, runs.map((f) => f.throughput[h])),
       { name: `${label}: mail CPU per email, service`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).service), note: 'minus the baseline per signup' },
       { name: `${label}: mail CPU per email, PostgreSQL`, unit: 'ms', values: of((f) => mailCpu(f.throughput[h], f.disabled).postgres), note: 'minus the baseline per signup' },
       { name: `${label}: lost on SIGTERM`, unit: '', values: of((f) => f.terminated[h].lost), note: `of ${runs.map((f) => f.terminated[h].accepted).join(' / ')} 202s` },
     );
   }
-  if (runs.every((f) => f.baseline)) {
-    const of = (pick: (t: Throughput) => number) => runs.map((f) => pick(f.baseline!));
-    measures.push(
-      { name: `${BASELINE_LABEL}: requests/s`, unit: '/s', values: of((t) => t.requestsPerSecond) },
-      { name: `${BASELINE_LABEL}: p99`, unit: 'ms', values: of((t) => t.p99Ms) },
-      { name: `${BASELINE_LABEL}: API event-loop delay p99`, unit: 'ms', values: of((t) => t.loopP99Ms) },
-      { name: `${BASELINE_LABEL}: API thread on a core`, unit: 's/s', values: of((t) => t.apiRunShare) },
-      { name: `${BASELINE_LABEL}: API thread waiting for a core`, unit: 's/s', values: of((t) => t.apiWaitShare) },
-    );
-  }
+  if (runs.every((f) => f.baseline)) measures.push(...loadMeasures(BASELINE_LABEL, runs.map((f) => f.baseline!)));
   measures.push(
     { name: `${LABELS.a}: duplicates`, unit: '', values: runs.map((f) => f.throughput.a.duplicates) },
     { name: `${LABELS['email-disabled']}: requests/s`, unit: '/s', values: runs.map((f) => f.disabled.requestsPerSecond) },
