@@ -21,7 +21,7 @@ const variables = {
   MAIL_SMTP_CONNECTIONS: { schema: { type: 'integer', minimum: 1, maximum: 100, default: 5 }, accepts: 'an integer from 1 to 100 (pooled SMTP connections per worker)' },
   MAIL_MAX_IN_FLIGHT: { schema: { type: 'integer', minimum: 1, maximum: 100000, default: 2000 }, accepts: 'an integer from 1 to 100000' },
   MAIL_BATCH_SIZE: { schema: { type: 'integer', minimum: 1, maximum: 1000, default: 32 }, accepts: 'an integer from 1 to 1000' },
-  MAIL_BATCH_WAIT_MS: { schema: { type: 'integer', minimum: 0, maximum: 1000, default: 20 }, accepts: 'an integer of milliseconds from 0 (no wait) to 1000' },
+  MAIL_BATCH_WAIT_MS: { schema: { type: 'integer', minimum: 0, maximum: 1000, default: 40 }, accepts: 'an integer of milliseconds from 0 (no wait) to 1000' },
   MAIL_MAX_ATTEMPTS: { schema: { type: 'integer', minimum: 0, maximum: 1000, default: 0 }, accepts: 'an integer from 0 (no cap: give up by age only) to 1000' },
   MAIL_GIVE_UP_AFTER_MS: { schema: { type: 'integer', minimum: 1000, maximum: 2592000000, default: 259200000 }, accepts: 'an integer of milliseconds from 1000 to 2592000000 (30 days)' },
   MAIL_RETRY_BASE_MS: { schema: { type: 'integer', minimum: 1, maximum: 3600000, default: 5000 }, accepts: 'an integer of milliseconds from 1 to 3600000' },

@@ -270,8 +270,8 @@ test('emails that arrive close together share a pool task, up to MAIL_BATCH_WAIT
   assert.equal(smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length, 9, 'each email once');
 });
 
-test('emails that come fast enough to fill a batch within MAIL_BATCH_WAIT_MS do not wait for one', async (t) => {
-  // Fifty signups a second: four of them (a batch) come well within the second of waiting.
+test('emails that come fast enough to fill a batch within half of MAIL_BATCH_WAIT_MS do not wait for one', async (t) => {
+  // Fifty signups a second: four of them (a batch) come well within half the second of waiting.
   // Once the smoothed gap between emails says so, each email is handed to the pool in the turn
   // it was queued, alone, instead of being held for the next three.
   const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
@@ -283,6 +283,24 @@ test('emails that come fast enough to fill a batch within MAIL_BATCH_WAIT_MS do 
   assert.equal(load.accepted().length, 30, describeOutcomes(load.outcomes));
   await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 30, 10_000, () => 'thirty emails');
   assert.deepEqual(tasks.slice(-10).map((task) => task.size), Array(10).fill(1), `tasks: ${tasks.map((task) => task.size).join(' ')}`);
+});
+
+test('emails that fill a batch within MAIL_BATCH_WAIT_MS but not within half of it wait for companions', async (t) => {
+  // Six signups a second with a batch of 4: a batch takes about 670 ms to gather, inside the
+  // second of waiting but not inside half of it, so each email waits for the next ones and
+  // they go to the pool together, as at the real password cost's hundred-odd a second with
+  // the default 40 ms.
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
+  const tasks = recordBatches(app);
+  const prefix = unique('sparse');
+  const { url } = await listen(app);
+  const load = startSignupLoad(t, { targets: [url], concurrency: 1, count: 24, ratePerSecond: 6, prefix });
+  await load.done;
+  assert.equal(load.accepted().length, 24, describeOutcomes(load.outcomes));
+  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 24, 10_000, () => 'twenty-four emails');
+  const sizes = tasks.map((task) => task.size);
+  assert.equal(sizes.reduce((sum, size) => sum + size, 0), 24, `tasks: ${sizes.join(' ')}`);
+  assert.ok(sizes.length <= 9, `24 emails in ${sizes.length} tasks (${sizes.join(' ')}): they waited for each other`);
 });
 
 test('MAIL_BATCH_WAIT_MS=0: every email goes to the pool in the turn it was queued', async (t) => {
