@@ -6,6 +6,7 @@
 // fetch's CPU per request: the generator shares the cores with the service it measures.
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import { urlToHttpOptions } from 'node:url';
 import { closeAtEnd, track, type Scope } from './scope.js';
 
 export interface SignupOutcome {
@@ -67,10 +68,10 @@ function failureOf(error: unknown): string {
  * string: at a hundred-odd requests a second this client's CPU is a part of what `npm run
  * bench -- hash` measures, on the same cores as the service.
  */
-function post(agent: http.Agent, target: { hostname: string; port: string }, body: string, timeoutMs: number): Promise<{ status: number; text: string }> {
+function post(agent: http.Agent, target: http.RequestOptions, body: string, timeoutMs: number): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const request = http.request(
-      { host: target.hostname, port: target.port, path: '/v1/users', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      { hostname: target.hostname, port: target.port, path: '/v1/users', method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
       (response) => {
         let text = '';
         response.setEncoding('utf8');
@@ -105,8 +106,9 @@ export function startSignupLoad(scope: Scope, options: SignupLoadOptions): Signu
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.concurrency });
   let stopped = false;
   let sent = 0;
-  const urls = new Map<string, URL>();
-  const urlOf = (target: string) => urls.get(target) ?? urls.set(target, new URL(target)).get(target)!;
+  // Host and port of each target, parsed once (an IPv6 address without its brackets).
+  const targets = new Map<string, http.RequestOptions>();
+  const targetOf = (target: string) => targets.get(target) ?? targets.set(target, urlToHttpOptions(new URL(target))).get(target)!;
 
   const one = async (): Promise<SignupOutcome> => {
     const target = pick();
@@ -118,7 +120,7 @@ export function startSignupLoad(scope: Scope, options: SignupLoadOptions): Signu
     let body: unknown;
     let failure: string | undefined;
     try {
-      const response = await post(agent, urlOf(target), JSON.stringify({ name: `Load Tester ${n}`, email, password: PASSWORD }), requestTimeoutMs);
+      const response = await post(agent, targetOf(target), JSON.stringify({ name: `Load Tester ${n}`, email, password: PASSWORD }), requestTimeoutMs);
       status = response.status;
       try {
         body = response.text ? JSON.parse(response.text) : undefined;
