@@ -270,19 +270,28 @@ test('emails that arrive close together share a pool task, up to MAIL_BATCH_WAIT
   assert.equal(smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length, 9, 'each email once');
 });
 
+/**
+ * `count` signups at `ratePerSecond`, one at a time, with batches of 4 and a wait of a second;
+ * returns the size of each pool task once every email has been received.
+ */
+async function taskSizesAtRate(t: TestContext, label: string, count: number, ratePerSecond: number): Promise<number[]> {
+  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
+  const tasks = recordBatches(app);
+  const prefix = unique(label);
+  const { url } = await listen(app);
+  const load = startSignupLoad(t, { targets: [url], concurrency: 1, count, ratePerSecond, prefix });
+  await load.done;
+  assert.equal(load.accepted().length, count, describeOutcomes(load.outcomes));
+  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === count, 10_000, () => `${count} emails`);
+  return tasks.map((task) => task.size);
+}
+
 test('emails that come fast enough to fill a batch within half of MAIL_BATCH_WAIT_MS do not wait for one', async (t) => {
   // Fifty signups a second: four of them (a batch) come well within half the second of waiting.
   // Once the smoothed gap between emails says so, each email is handed to the pool in the turn
   // it was queued, alone, instead of being held for the next three.
-  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
-  const tasks = recordBatches(app);
-  const prefix = unique('dense');
-  const { url } = await listen(app);
-  const load = startSignupLoad(t, { targets: [url], concurrency: 1, count: 30, ratePerSecond: 50, prefix });
-  await load.done;
-  assert.equal(load.accepted().length, 30, describeOutcomes(load.outcomes));
-  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 30, 10_000, () => 'thirty emails');
-  assert.deepEqual(tasks.slice(-10).map((task) => task.size), Array(10).fill(1), `tasks: ${tasks.map((task) => task.size).join(' ')}`);
+  const sizes = await taskSizesAtRate(t, 'dense', 30, 50);
+  assert.deepEqual(sizes.slice(-10), Array(10).fill(1), `tasks: ${sizes.join(' ')}`);
 });
 
 test('emails that fill a batch within MAIL_BATCH_WAIT_MS but not within half of it wait for companions', async (t) => {
@@ -290,15 +299,7 @@ test('emails that fill a batch within MAIL_BATCH_WAIT_MS but not within half of 
   // second of waiting but not inside half of it, so each email waits for the next ones and
   // they go to the pool together, as at the real password cost's hundred-odd a second with
   // the default 40 ms.
-  const { app, smtp } = await withApp(t, { MAIL_BATCH_SIZE: '4', MAIL_BATCH_WAIT_MS: '1000', RATE_LIMIT_PER_MINUTE: '0' });
-  const tasks = recordBatches(app);
-  const prefix = unique('sparse');
-  const { url } = await listen(app);
-  const load = startSignupLoad(t, { targets: [url], concurrency: 1, count: 24, ratePerSecond: 6, prefix });
-  await load.done;
-  assert.equal(load.accepted().length, 24, describeOutcomes(load.outcomes));
-  await waitUntil(() => smtp.received.filter((mail) => mail.envelopeTo[0]!.startsWith(prefix)).length === 24, 10_000, () => 'twenty-four emails');
-  const sizes = tasks.map((task) => task.size);
+  const sizes = await taskSizesAtRate(t, 'sparse', 24, 6);
   assert.equal(sizes.reduce((sum, size) => sum + size, 0), 24, `tasks: ${sizes.join(' ')}`);
   assert.ok(sizes.length <= 9, `24 emails in ${sizes.length} tasks (${sizes.join(' ')}): they waited for each other`);
 });
