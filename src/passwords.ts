@@ -24,9 +24,37 @@ const ARGON2ID = 2;
 const CPU_BOUND_MEMORY_KIB = 4096;
 const hashSlots = pLimit(availableParallelism());
 
+// When each real-cost hash in progress started, and how long one takes (a moving average of
+// the last few): the signup writer asks when the next signup will be ready (nextHashDoneInMs).
+const hashesInProgress = new Set<{ readonly startedAt: number }>();
+let averageHashMs: number | undefined;
+
 export function hashPassword(password: string, cost: PasswordCost): Promise<string> {
   const run = () => hash(password, { algorithm: ARGON2ID, memoryCost: cost.memoryKib, timeCost: cost.iterations, parallelism: 1 });
-  return cost.memoryKib >= CPU_BOUND_MEMORY_KIB ? hashSlots(run) : run();
+  if (cost.memoryKib < CPU_BOUND_MEMORY_KIB) return run();
+  return hashSlots(async () => {
+    const hashing = { startedAt: performance.now() };
+    hashesInProgress.add(hashing);
+    try {
+      return await run();
+    } finally {
+      hashesInProgress.delete(hashing);
+      const tookMs = performance.now() - hashing.startedAt;
+      averageHashMs = averageHashMs === undefined ? tookMs : averageHashMs + (tookMs - averageHashMs) / 8;
+    }
+  });
+}
+
+/**
+ * In how many ms the real-cost hash in progress that started first should be done (0 when
+ * it is late), or undefined when none is in progress (or none has finished yet to tell how
+ * long one takes). Cheap hashes are not counted: they take no time worth waiting for.
+ */
+export function nextHashDoneInMs(): number | undefined {
+  if (averageHashMs === undefined || hashesInProgress.size === 0) return undefined;
+  let firstStart = Number.POSITIVE_INFINITY;
+  for (const { startedAt } of hashesInProgress) firstStart = Math.min(firstStart, startedAt);
+  return Math.max(0, firstStart + averageHashMs - performance.now());
 }
 
 export function verifyPassword(passwordHash: string, password: string): Promise<boolean> {

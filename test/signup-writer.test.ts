@@ -1,6 +1,7 @@
 // Group commit for signups, against a real PostgreSQL: signups that wait for a busy
 // connection share one statement, each still gets its own answer, and a statement that fails
-// writes none of the signups it carried.
+// writes none of the signups it carried. A signup that would go alone waits, briefly, for
+// one that is due within the hold.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { runMigrations } from '../src/db/migrations.js';
@@ -57,6 +58,55 @@ test('signups that wait for a busy connection go out together in one statement, 
   assert.equal(new Set(records.map((r) => r.outboxId)).size, 20);
   const rows = await rowsFor(emails);
   for (const email of emails) assert.deepEqual({ ...rows.get(email), email }, { email, users: 1, tokens: 1, outbox: 1, status: 'pending', lease_owner: null });
+});
+
+/** Resolves after the event loop has gone round once: timers and I/O have had their turn. */
+const loopTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+test('a signup that would go alone waits for the next one due within the hold, and the two share one statement', async () => {
+  const counting = countingDb();
+  const writer = new SignupWriter(counting, { maxConcurrentWrites: 6, maxSignupsPerWrite: 64, nextSignupDueInMs: () => 5, maxHoldMs: 60_000 });
+  const [first, second] = [uniqueEmail('held'), uniqueEmail('companion')];
+  const held = writer.write(newSignup(first));
+  await loopTurn();
+  assert.equal(counting.statements, 0, 'the first signup went without waiting');
+  const records = await Promise.all([held, writer.write(newSignup(second))]);
+  assert.equal(counting.statements, 1);
+  assert.deepEqual(records.map((r) => r.user.email), [first, second]);
+  assert.equal((await rowsFor([first, second])).size, 2);
+});
+
+test('a held signup goes alone when no companion comes within the hold', async () => {
+  const counting = countingDb();
+  const writer = new SignupWriter(counting, { maxConcurrentWrites: 6, maxSignupsPerWrite: 64, nextSignupDueInMs: () => 0, maxHoldMs: 50 });
+  const started = performance.now();
+  const record = await writer.write(newSignup(uniqueEmail('lonely')));
+  // Node may fire a timer up to a millisecond early.
+  assert.ok(performance.now() - started >= 49, `written after ${(performance.now() - started).toFixed(1)} ms, before the hold ended`);
+  assert.equal(counting.statements, 1);
+  assert.equal((await rowsFor([record.user.email])).size, 1);
+});
+
+test('a signup goes at once when nothing is due, when the next is due after the hold, or with no hold', async () => {
+  for (const [nextSignupDueInMs, maxHoldMs] of [[() => undefined, 60_000], [() => 60_001, 60_000], [() => 0, undefined]] as const) {
+    const counting = countingDb();
+    const writer = new SignupWriter(counting, { maxConcurrentWrites: 6, maxSignupsPerWrite: 64, nextSignupDueInMs, ...(maxHoldMs ? { maxHoldMs } : {}) });
+    const written = writer.write(newSignup(uniqueEmail('at-once')));
+    assert.equal(counting.statements, 1, `held with the next due in ${nextSignupDueInMs()} ms and a hold of ${maxHoldMs} ms`);
+    await written;
+  }
+});
+
+test('a signup behind busy connections waits for one, not for a companion', async () => {
+  const counting = countingDb();
+  const writer = new SignupWriter(counting, { maxConcurrentWrites: 1, maxSignupsPerWrite: 64, nextSignupDueInMs: () => 0, maxHoldMs: 60_000 });
+  // The first is held (the next is "due"); the second releases both, and both share a statement.
+  const [a, b] = [writer.write(newSignup(uniqueEmail('pair'))), writer.write(newSignup(uniqueEmail('pair')))];
+  assert.equal(counting.statements, 1);
+  // The connection is busy: the third queues behind it, and goes when it frees, without a hold.
+  const c = writer.write(newSignup(uniqueEmail('queued')));
+  await Promise.all([a, b, c]);
+  assert.equal(counting.statements, 2);
 });
 
 test('a taken address fails its own signup only: an existing user, or an earlier signup of the same statement in another case', async () => {

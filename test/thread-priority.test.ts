@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { before, test } from 'node:test';
-import { hashPassword, lowerHashThreadPriority, verifyPassword } from '../src/passwords.js';
+import { hashPassword, lowerHashThreadPriority, nextHashDoneInMs, verifyPassword } from '../src/passwords.js';
 import { createTestDatabase, file, startSmtpSink, startTestService, uniqueEmail, waitUntil, type Database, type ServiceProcess, type SmtpSink } from './support/index.js';
 
 interface Thread {
@@ -89,4 +89,23 @@ test('real-cost hashes: one per core at a time, with the pool threads below the 
   if (NODE_NAMES_THREADS) assert.equal(most, cores, 'pool threads hashing at once');
   const hashes = await hashing;
   for (const [i, passwordHash] of hashes.entries()) assert.ok(await verifyPassword(passwordHash, passwords[i]!));
+});
+
+test('the next real-cost hash is due within what one takes; none is due while none runs, nor for a cheap hash', async () => {
+  const cost = { memoryKib: 19_456, iterations: 2 };
+  const started = performance.now();
+  await hashPassword('pa55word-first', cost);
+  const oneHashMs = performance.now() - started;
+  assert.equal(nextHashDoneInMs(), undefined, 'due with no hash running');
+  const cheap = hashPassword('pa55word-cheap', { memoryKib: 64, iterations: 1 });
+  assert.equal(nextHashDoneInMs(), undefined, 'a cheap hash counted');
+  await cheap;
+  const second = hashPassword('pa55word-second', cost);
+  await new Promise((resolve) => setImmediate(resolve)); // the slot is taken on a later tick
+  const dueInMs = nextHashDoneInMs();
+  assert.ok(dueInMs !== undefined && dueInMs > 0, `the running hash is due in ${dueInMs} ms`);
+  // The estimate averages the hashes of this file so far, some of which shared the cores.
+  assert.ok(dueInMs < 10 * oneHashMs, `due in ${dueInMs.toFixed(1)} ms, one hash took ${oneHashMs.toFixed(1)} ms`);
+  await second;
+  assert.equal(nextHashDoneInMs(), undefined, 'due after the last hash ended');
 });

@@ -8,7 +8,7 @@ import { withTransaction } from '../db/pool.js';
 import { ACTIVATION_SCOPE, deleteAllForUser } from '../db/tokens.js';
 import { activate, getForToken } from '../db/users.js';
 import { errors } from '../errors.js';
-import { hashPassword } from '../passwords.js';
+import { hashPassword, nextHashDoneInMs } from '../passwords.js';
 import { ACTIVATION_TTL_MS, TOKEN_LENGTH, generateToken, hashToken } from '../tokens.js';
 import { validateEmail, validateName, validatePassword, validateTokenPlaintext, type FieldErrors } from '../validation.js';
 import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schemas.js';
@@ -16,9 +16,22 @@ import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schem
 /** Signups per statement at most: enough for every client of a burst, small enough to plan fast. */
 const MAX_SIGNUPS_PER_WRITE = 64;
 
+/**
+ * How long a signup may wait for the next one's password hash to finish, to share its
+ * statement: less than one hash takes at the default cost, and only when that hash is due
+ * by then.
+ */
+const MAX_SIGNUP_HOLD_MS = 10;
+
 const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  // Signups that arrive while every connection is busy share the next statement and commit.
-  const signupWriter = new SignupWriter(app.db, { maxConcurrentWrites: config.databasePoolMax, maxSignupsPerWrite: MAX_SIGNUPS_PER_WRITE });
+  // Signups that arrive while every connection is busy share the next statement and commit,
+  // and so do two whose hashes finish within a few ms of each other.
+  const signupWriter = new SignupWriter(app.db, {
+    maxConcurrentWrites: config.databasePoolMax,
+    maxSignupsPerWrite: MAX_SIGNUPS_PER_WRITE,
+    nextSignupDueInMs: nextHashDoneInMs,
+    maxHoldMs: MAX_SIGNUP_HOLD_MS,
+  });
   app.post(
     '/v1/users',
     { schema: { body: SignupBody, response: { 202: UserResponse, '4xx': ErrorResponse } } },
