@@ -91,7 +91,7 @@ test('real-cost hashes: one per core at a time, with the pool threads below the 
   for (const [i, passwordHash] of hashes.entries()) assert.ok(await verifyPassword(passwordHash, passwords[i]!));
 });
 
-test('the next real-cost hash is due within what one takes; none is due while none runs, nor for a cheap hash', async () => {
+test('a real-cost hash in progress is due within ten times what one took; none is due while none runs, nor for a cheap hash', async () => {
   const cost = { memoryKib: 19_456, iterations: 2 };
   const started = performance.now();
   await hashPassword('pa55word-first', cost);
@@ -103,7 +103,8 @@ test('the next real-cost hash is due within what one takes; none is due while no
   const second = hashPassword('pa55word-second', cost);
   await new Promise((resolve) => setImmediate(resolve)); // the slot is taken on a later tick
   const dueInMs = nextHashDoneInMs();
-  assert.ok(dueInMs !== undefined && dueInMs > 0, `the running hash is due in ${dueInMs} ms`);
+  // 0 would be fair too, had this thread stalled past the estimate: only the bound is asserted.
+  assert.ok(dueInMs !== undefined, 'no hash due while one runs');
   // The estimate averages the hashes of this file so far, some of which shared the cores.
   assert.ok(dueInMs < 10 * oneHashMs, `due in ${dueInMs.toFixed(1)} ms, one hash took ${oneHashMs.toFixed(1)} ms`);
   await second;
