@@ -24,8 +24,9 @@ const ARGON2ID = 2;
 const CPU_BOUND_MEMORY_KIB = 4096;
 const hashSlots = pLimit(availableParallelism());
 
-// When each real-cost hash in progress started, and how long one takes (a moving average of
-// the last few): the signup writer asks when the next signup will be ready (nextHashDoneInMs).
+// When each real-cost hash in progress started, in the order they started (a Set iterates in
+// insertion order), and how long one takes (a moving average of the last few): the signup
+// writer asks when the next signup will be ready (nextHashDoneInMs).
 const hashesInProgress = new Set<{ readonly startedAt: number }>();
 let averageHashMs: number | undefined;
 
@@ -51,10 +52,9 @@ export function hashPassword(password: string, cost: PasswordCost): Promise<stri
  * long one takes). Cheap hashes are not counted: they take no time worth waiting for.
  */
 export function nextHashDoneInMs(): number | undefined {
-  if (averageHashMs === undefined || hashesInProgress.size === 0) return undefined;
-  let firstStart = Number.POSITIVE_INFINITY;
-  for (const { startedAt } of hashesInProgress) firstStart = Math.min(firstStart, startedAt);
-  return Math.max(0, firstStart + averageHashMs - performance.now());
+  const first = hashesInProgress.values().next();
+  if (averageHashMs === undefined || first.done) return undefined;
+  return Math.max(0, first.value.startedAt + averageHashMs - performance.now());
 }
 
 export function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
