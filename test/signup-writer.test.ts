@@ -4,6 +4,8 @@
 // one that is due within the hold.
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+// Resolves after the event loop has gone round once: timers and I/O have had their turn.
+import { setImmediate as loopTurn } from 'node:timers/promises';
 import { runMigrations } from '../src/db/migrations.js';
 import type { Queryable } from '../src/db/pool.js';
 import { SignupWriter } from '../src/db/signup-writer.js';
@@ -59,9 +61,6 @@ test('signups that wait for a busy connection go out together in one statement, 
   const rows = await rowsFor(emails);
   for (const email of emails) assert.deepEqual({ ...rows.get(email), email }, { email, users: 1, tokens: 1, outbox: 1, status: 'pending', lease_owner: null });
 });
-
-/** Resolves after the event loop has gone round once: timers and I/O have had their turn. */
-const loopTurn = () => new Promise((resolve) => setImmediate(resolve));
 
 test('a signup that would go alone waits for the next one due within the hold, and the two share one statement', async () => {
   const counting = countingDb();

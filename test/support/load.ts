@@ -76,21 +76,14 @@ function post(agent: http.Agent, target: http.RequestOptions, body: string, time
         let text = '';
         response.setEncoding('utf8');
         response.on('data', (chunk: string) => (text += chunk));
-        response.on('end', () => {
-          clearTimeout(timer);
-          resolve({ status: response.statusCode!, text });
-        });
-        response.on('error', (error) => {
-          clearTimeout(timer);
-          reject(error);
-        });
+        response.on('end', () => resolve({ status: response.statusCode!, text }));
+        response.on('error', reject);
       },
     );
     const timer = setTimeout(() => request.destroy(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { name: 'TimeoutError' })), timeoutMs);
-    request.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
+    // 'close' comes once the response has ended or the request has failed: either way, done.
+    request.on('close', () => clearTimeout(timer));
+    request.on('error', reject);
     request.end(body);
   });
 }
