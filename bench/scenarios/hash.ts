@@ -1,11 +1,12 @@
 // `npm run bench -- hash`: signups/s at the service's default (OWASP) argon2id cost against
 // what the same cores do hashing alone, measured in the same run: @node-rs/argon2 in this
-// process, one hash per core at a time, just before and just after each window. The ratio is
-// what everything else a signup does (HTTP, the signup statement, the welcome email) costs
-// at that cost.
+// process, one hash per core at a time, before, between and after the slices of each window.
+// The ratio is what everything else a signup does (HTTP, the signup statement, the welcome
+// email) costs at that cost.
 import { hash as argon2 } from '@node-rs/argon2';
 import { availableParallelism } from 'node:os';
-import { startSignupLoad, summarize } from '../../test/support/load.js';
+import { setTimeout } from 'node:timers/promises';
+import { startSignupLoad, summarize, type SignupOutcome } from '../../test/support/load.js';
 import { histogramQuantile, scrape } from '../../test/support/prom.js';
 import { acceptedSet, awaitDelivery } from '../common.js';
 import { postgresCpuMs, processCpuMs, threadCpuMsByName } from '../proc-cpu.js';
@@ -31,17 +32,43 @@ async function rawHashesPerSecond(parallel: number, seconds: number): Promise<nu
   return done / ((performance.now() - started) / 1000);
 }
 
+/** Epoch ms with a fraction, as the load generator stamps its answers. */
+const now = () => performance.timeOrigin + performance.now();
+
+export interface Interval {
+  readonly from: number;
+  readonly to: number;
+}
+
 /**
  * The raw rate with the service paused (SIGSTOP: none of its threads runs, not even a timer),
  * so that the cores do nothing else, as when the tool runs alone; SIGCONT after.
  */
-async function rawWhilePaused(servicePid: number, parallel: number, seconds: number): Promise<number> {
+async function rawWhilePaused(servicePid: number, parallel: number, seconds: number, pauses: Interval[]): Promise<number> {
+  const from = now();
   process.kill(servicePid, 'SIGSTOP');
   try {
     return await rawHashesPerSecond(parallel, seconds);
   } finally {
     process.kill(servicePid, 'SIGCONT');
+    pauses.push({ from, to: now() });
   }
+}
+
+/** How long pauses held up a request: the parts of them between its start and its answer. */
+export function heldUpMs(outcome: Pick<SignupOutcome, 'startedAt' | 'answeredAt'>, pauses: readonly Interval[]): number {
+  return pauses.reduce((sum, pause) => sum + Math.max(0, Math.min(pause.to, outcome.answeredAt) - Math.max(pause.from, outcome.startedAt)), 0);
+}
+
+/**
+ * The raw rate over the window, from the rates measured before, between and after its
+ * slices: each slice is compared with the mean of the two raw rates around it.
+ */
+export function rawAroundSlices(rates: readonly number[]): number {
+  const slices = rates.length - 1;
+  let sum = 0;
+  for (let i = 0; i < slices; i++) sum += (rates[i]! + rates[i + 1]!) / 2;
+  return sum / slices;
 }
 
 /**
@@ -63,14 +90,26 @@ interface CpuSnapshot {
   readonly sink: number;
 }
 
+/**
+ * The tool's part is this process's main thread, where the load generator runs (its raw
+ * hashes run on libuv's pool, and only between slices).
+ */
 function cpuSnapshot(rig: Rig, servicePid: number): CpuSnapshot {
-  const self = process.cpuUsage();
-  return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: (self.user + self.system) / 1000, sink: processCpuMs(rig.sink.pid) };
+  return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: threadCpuMsByName(process.pid).get('main') ?? Number.NaN, sink: processCpuMs(rig.sink.pid) };
 }
 
-/** ms of CPU per signup by part, between two snapshots. Node 20 names no thread: its parts are the API thread and the rest. */
-function cpuPerSignup(start: CpuSnapshot, end: CpuSnapshot, signups: number): Record<string, number> {
-  const threads = new Map([...end.threads].map(([name, ms]) => [name, ms - (start.threads.get(name) ?? 0)]));
+/** ms of CPU per signup by part, summed over the slices' snapshots. Node 20 names no thread: its parts are the API thread and the rest. */
+function cpuPerSignup(slices: readonly (readonly [CpuSnapshot, CpuSnapshot])[], signups: number): Record<string, number> {
+  const threads = new Map<string, number>();
+  let postgres = 0;
+  let tool = 0;
+  let sink = 0;
+  for (const [start, end] of slices) {
+    for (const [name, ms] of end.threads) threads.set(name, (threads.get(name) ?? 0) + ms - (start.threads.get(name) ?? 0));
+    postgres += end.postgres - start.postgres;
+    tool += end.tool - start.tool;
+    sink += end.sink - start.sink;
+  }
   const parts: Record<string, number> = {};
   let named = 0;
   for (const [part, name] of CPU_PARTS) {
@@ -81,43 +120,72 @@ function cpuPerSignup(start: CpuSnapshot, end: CpuSnapshot, signups: number): Re
   }
   const all = [...threads.values()].reduce((sum, ms) => sum + ms, 0);
   parts['other service threads'] = (all - named) / signups;
-  parts.PostgreSQL = (end.postgres - start.postgres) / signups;
-  parts['load generator (this tool)'] = (end.tool - start.tool) / signups;
-  parts['SMTP sink'] = (end.sink - start.sink) / signups;
+  parts.PostgreSQL = postgres / signups;
+  parts['load generator (this tool)'] = tool / signups;
+  parts['SMTP sink'] = sink / signups;
   return parts;
 }
 
-async function serviceSignupsPerSecond(rig: Rig, build: Build, connections: number, seconds: number, warmSeconds: number, cores: number, args: Values, tag: string) {
+interface Interleaving {
+  readonly connections: number;
+  readonly seconds: number;
+  readonly warmSeconds: number;
+  readonly slices: number;
+  readonly cores: number;
+}
+
+/**
+ * One build's figures. One load runs from the warm-up to the window's end, so the window
+ * starts in the steady state (not with every client's first request at once). The window is
+ * cut into slices, and the raw rate is measured, with the service paused, before, between and
+ * after them: a shared host's speed drifts over seconds to minutes, and a raw rate taken away
+ * from the load it is compared with carries that drift into the ratio. Signups, CPU and
+ * latencies count only while the service runs.
+ */
+async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleaving, args: Values, tag: string) {
   return withScope(async (scope) => {
     const service = await startBuild(scope, rig, build, { LOG_LEVEL: 'info' }, args);
+    const load = startSignupLoad(scope, { targets: [service.url], concurrency: plan.connections, maxDurationMs: 3_600_000, requestTimeoutMs: 30_000, prefix: `hash-${tag}` });
     // A fresh process spends its first seconds compiling (V8's optimizing compiler runs on
     // threads of its own, in the service's CPU): warm it up by time, not by a request count,
     // so that the window measures the steady state, as the raw rate does.
-    const warm = startSignupLoad(scope, { targets: [service.url], concurrency: connections, maxDurationMs: warmSeconds * 1000, requestTimeoutMs: 30_000, prefix: `warm-${tag}` });
-    await warm.done;
-    // The raw rate is measured just before and just after the window, half its length each,
-    // and averaged: a shared host's speed drifts over minutes, and a raw rate taken a minute
-    // away from the window it is compared with carries that drift into the ratio.
-    const rawBefore = await rawWhilePaused(service.pid, cores, seconds / 2);
+    await setTimeout(plan.warmSeconds * 1000);
+    const sliceMs = (plan.seconds * 1000) / plan.slices;
+    const rawSeconds = sliceMs / 2000;
+    const pauses: Interval[] = [];
+    const rawRates = [await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses)];
     // Resumed, the API thread's 10 ms sampler first records the pause as one late timer: a
-    // scrape answered first puts that sample before the window's, not in it.
-    await scrape(service.url);
+    // scrape answered first puts that sample before the window's. The pauses between slices
+    // each leave one such sample in the window: they are left out of its p99.
     const before = await scrape(service.url);
-    const cpuBefore = cpuSnapshot(rig, service.pid);
-    const load = startSignupLoad(scope, { targets: [service.url], concurrency: connections, maxDurationMs: seconds * 1000, requestTimeoutMs: 30_000, prefix: `hash-${tag}` });
-    await load.done;
-    const cpuAfter = cpuSnapshot(rig, service.pid);
+    const running: Interval[] = [];
+    const cpu: (readonly [CpuSnapshot, CpuSnapshot])[] = [];
+    for (let slice = 0; slice < plan.slices; slice++) {
+      if (slice > 0) rawRates.push(await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses));
+      const from = now();
+      const cpuFrom = cpuSnapshot(rig, service.pid);
+      await setTimeout(sliceMs);
+      cpu.push([cpuFrom, cpuSnapshot(rig, service.pid)]);
+      running.push({ from, to: now() });
+    }
     const after = await scrape(service.url);
-    const rawAfter = await rawWhilePaused(service.pid, cores, seconds / 2);
-    const summary = summarize(load.outcomes);
-    const delivery = await awaitDelivery(rig.sink, new Set([...acceptedSet(warm), ...acceptedSet(load)]), Date.now(), 60_000);
+    rawRates.push(await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses));
+    await load.stop();
+    // Answers that arrive while the service is paused were sent before it was: they belong to
+    // the slice just before. A request that a pause held up counts its latency without it.
+    const windowStart = running[0]!.from;
+    const windowEnd = running.at(-1)!.to;
+    const inWindow = load.accepted().filter((o) => o.answeredAt >= windowStart && o.answeredAt <= windowEnd);
+    const latencies = inWindow.map((o) => ({ ...o, elapsedMs: o.elapsedMs - heldUpMs(o, pauses) }));
+    const runningSeconds = running.reduce((sum, r) => sum + (r.to - r.from), 0) / 1000;
+    const delivery = await awaitDelivery(rig.sink, acceptedSet(load), Date.now(), 60_000);
     await service.stop();
     return {
-      signupsPerSecond: load.accepted().length / (summary.durationMs / 1000),
-      rawPerSecond: (rawBefore + rawAfter) / 2,
-      p99Ms: summary.latencyMs.p99,
-      loopP99Ms: (histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, after, before) ?? Number.NaN) * 1000,
-      cpuMsPerSignup: cpuPerSignup(cpuBefore, cpuAfter, load.accepted().length),
+      signupsPerSecond: inWindow.length / runningSeconds,
+      rawPerSecond: rawAroundSlices(rawRates),
+      p99Ms: summarize(latencies).latencyMs.p99,
+      loopP99Ms: (histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, after, before, plan.slices - 1) ?? Number.NaN) * 1000,
+      cpuMsPerSignup: cpuPerSignup(cpu, inWindow.length),
       lost: delivery.lost,
     };
   });
@@ -129,6 +197,7 @@ export const hash: Scenario = {
   options: {
     connections: { type: 'string', default: '32' },
     seconds: { type: 'string', default: '10' },
+    slices: { type: 'string', default: '5' },
     'warm-seconds': { type: 'string', default: '30' },
     ...buildOptions,
   },
@@ -136,14 +205,16 @@ export const hash: Scenario = {
     const connections = intOption(args, 'connections');
     const seconds = intOption(args, 'seconds');
     const warmSeconds = intOption(args, 'warm-seconds');
+    const slices = intOption(args, 'slices');
     const cores = availableParallelism();
+    const plan: Interleaving = { connections, seconds, warmSeconds, slices, cores };
     const builds = buildsFrom(args);
     const rig = await startRig(cleanup);
     await rawHashesPerSecond(cores, 1); // warm up
     const signups = new Map<string, { signupsPerSecond: number; rawPerSecond: number; p99Ms: number; loopP99Ms: number; cpuMsPerSignup: Record<string, number>; lost: number }[]>(builds.map((b) => [b.label, []]));
     for (let run = 0; run < runs; run++) {
       for (const build of rotate(builds, run)) {
-        const figures = await serviceSignupsPerSecond(rig, build, connections, seconds, warmSeconds, cores, args, `${build.label}-${run}`);
+        const figures = await serviceSignupsPerSecond(rig, build, plan, args, `${build.label}-${run}`);
         signups.get(build.label)!.push(figures);
         progress(`run ${run + 1}/${runs}: ${build.label} ${figures.signupsPerSecond.toFixed(1)} signups/s against raw argon2 ${figures.rawPerSecond.toFixed(1)} hashes/s, p99 ${figures.p99Ms.toFixed(0)} ms, event-loop delay p99 ${figures.loopP99Ms.toFixed(1)} ms`);
       }
@@ -152,7 +223,7 @@ export const hash: Scenario = {
     for (const build of builds) {
       const suffix = build.label === 'this' ? '' : ` (${build.label})`;
       const list = signups.get(build.label)!;
-      measures.push({ name: `raw argon2id hashes/s${suffix}`, unit: '/s', values: list.map((f) => f.rawPerSecond), note: `${cores} at a time, in the bench process, around the window` });
+      measures.push({ name: `raw argon2id hashes/s${suffix}`, unit: '/s', values: list.map((f) => f.rawPerSecond), note: `${cores} at a time, in the bench process, between the window's slices` });
       measures.push({ name: `signups/s${suffix}`, unit: '/s', values: list.map((f) => f.signupsPerSecond) });
       measures.push({ name: `signups / raw hashes${suffix}`, unit: 'x', values: list.map((f) => f.signupsPerSecond / f.rawPerSecond) });
       measures.push({ name: `signup p99${suffix}`, unit: 'ms', values: list.map((f) => f.p99Ms) });
@@ -163,11 +234,11 @@ export const hash: Scenario = {
     }
     const ratio = medianOf(measures, 'signups / raw hashes');
     return {
-      title: `${connections} clients for ${seconds} s per build after ${warmSeconds} s of warm-up, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time for ${seconds / 2} s just before and just after each window, the service paused; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
+      title: `${connections} clients for ${seconds} s per build in ${slices} slices after ${warmSeconds} s of warm-up, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time for ${seconds / slices / 2} s before, between and after the slices, the service paused; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
       measures,
       targets: [{ name: `signups/s >= 80 % of raw argon2 hashes/s, same run (${(ratio * 100).toFixed(0)} %)`, met: ratio >= 0.8 }],
       lost: [...signups.values()].flat().reduce((sum, f) => sum + f.lost, 0),
-      details: { connections, seconds, warmSeconds, cores, runs: Object.fromEntries(signups) },
+      details: { connections, seconds, slices, warmSeconds, cores, runs: Object.fromEntries(signups) },
     };
   },
 };

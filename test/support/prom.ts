@@ -60,15 +60,18 @@ export async function scrape(baseUrl: string, timeoutMs = 10_000): Promise<Scrap
 
 /**
  * The q-quantile of a histogram between two scrapes (before may be undefined: since start),
- * interpolated linearly inside its bucket as Prometheus' histogram_quantile does. Undefined
- * when nothing was observed in the window.
+ * interpolated linearly inside its bucket as Prometheus' histogram_quantile does, leaving out
+ * the `dropLargest` largest observations (ones known not to belong, such as a paused
+ * process's late timers). Undefined when nothing was observed in the window.
  */
-export function histogramQuantile(name: string, q: number, after: Scrape, before?: Scrape): number | undefined {
+export function histogramQuantile(name: string, q: number, after: Scrape, before?: Scrape, dropLargest = 0): number | undefined {
   const end = after.buckets(name);
   const start = before?.buckets(name) ?? new Map<number, number>();
   const bounds = [...end.keys()].sort((a, b) => a - b);
-  const counts = bounds.map((le) => (end.get(le) ?? 0) - (start.get(le) ?? 0));
-  const total = counts.at(-1) ?? 0;
+  const cumulative = bounds.map((le) => (end.get(le) ?? 0) - (start.get(le) ?? 0));
+  // Without the n largest observations, no bucket counts more than the total that is left.
+  const total = Math.max(0, (cumulative.at(-1) ?? 0) - dropLargest);
+  const counts = cumulative.map((count) => Math.min(count, total));
   if (total <= 0) return undefined;
   const rank = q * total;
   let lowerBound = 0;
