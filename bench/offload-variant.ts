@@ -15,7 +15,7 @@ import { createPool } from '../src/db/pool.js';
 import { insertSignup } from '../src/db/signups.js';
 import { createLogger } from '../src/logger.js';
 import { Metrics } from '../src/metrics.js';
-import { hashPassword } from '../src/passwords.js';
+import { PasswordHasher } from '../src/passwords.js';
 import { SignupBody, UserResponse } from '../src/routes/schemas.js';
 import { ACTIVATION_TTL_MS, generateToken } from '../src/tokens.js';
 import { welcomeMessageId } from '../src/mail/message-id.js';
@@ -26,7 +26,7 @@ const env = process.env;
 const variant = env.VARIANT;
 if (variant !== 'await' && variant !== 'fire') throw new Error('VARIANT must be await or fire');
 const log = createLogger(env.LOG_LEVEL ?? 'info');
-const argon2 = { memoryKib: Number(env.ARGON2_MEMORY_KIB ?? 19456), iterations: Number(env.ARGON2_ITERATIONS ?? 2) };
+const passwords = new PasswordHasher({ memoryKib: Number(env.ARGON2_MEMORY_KIB ?? 19456), iterations: Number(env.ARGON2_ITERATIONS ?? 2) }, log);
 const from = env.MAIL_FROM ?? 'Mailoffload <no-reply@mailoffload.test>';
 const fromAddress = /<([^>]+)>/.exec(from)?.[1] ?? from;
 const domain = env.DKIM_DOMAIN ?? fromAddress.split('@')[1]!;
@@ -51,7 +51,7 @@ const app = Fastify({ loggerInstance: log, disableRequestLogging: true, genReqId
 app.post('/v1/users', { schema: { body: SignupBody, response: { 202: UserResponse } } }, async (request, reply) => {
   const stopTimer = metrics.signupDuration.startTimer();
   const { name, email, password } = request.body;
-  const passwordHash = await hashPassword(password!, argon2);
+  const passwordHash = await passwords.hash(password!);
   const token = generateToken();
   const record = await insertSignup(db, { name: name!, email: email!, passwordHash, tokenHash: token.hash, tokenTtlMs: ACTIVATION_TTL_MS });
   const { subject, text, html } = renderWelcome({ outboxId: record.outboxId, userId: record.user.id, name: record.user.name, email: record.user.email, token: token.plaintext });
@@ -82,6 +82,7 @@ closeWithGrace({ delay: 30_000, logger: false }, async ({ signal }) => {
   log.info({ signal: signal ?? null }, 'shutting down server');
   const started = Date.now();
   await app.close();
+  await passwords.close(Date.now());
   metrics.close();
   transporter.close();
   await db.end();

@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import pino from 'pino';
-import { createLogger } from '../src/logger.js';
+import { createLogger, type Log } from '../src/logger.js';
 import { createDatabase, databaseServer, tempDir } from '../test/support/database.js';
 import { NO_RATE_LIMITS, projectRoot, TEST_MAIL_FROM } from '../test/support/env.js';
 import { CleanupStack, type Scope } from '../test/support/scope.js';
@@ -19,6 +19,8 @@ import { postmasterPidOf } from './proc-cpu.js';
 import { UsageError, type Options, type Values } from './scenario.js';
 
 export interface Rig {
+  /** The tool's own log (stderr; warnings and errors unless LOG_LEVEL says otherwise). */
+  readonly log: Log;
   readonly sink: SinkProcess;
   readonly serverUrl: string;
   readonly postmasterPid: number;
@@ -28,7 +30,7 @@ export async function startRig(scope: Scope, { smtpLatencyMs = 0 } = {}): Promis
   const log = createLogger(process.env.LOG_LEVEL ?? 'warn', pino.destination(2));
   const sink = await startSmtpSinkProcess(scope, { latencyMs: smtpLatencyMs });
   const serverUrl = await databaseServer(scope, process.env.DATABASE_URL, log, 'bench');
-  return { sink, serverUrl, postmasterPid: await postmasterPidOf(serverUrl) };
+  return { log, sink, serverUrl, postmasterPid: await postmasterPidOf(serverUrl) };
 }
 
 export interface Build {

@@ -13,6 +13,7 @@ import jsonBody from './plugins/json-body.js';
 import database from './plugins/database.js';
 import lifecycle from './plugins/lifecycle.js';
 import mailer from './plugins/mailer.js';
+import passwords from './plugins/passwords.js';
 import metrics from './plugins/metrics.js';
 import rateLimit from './plugins/rate-limit.js';
 import socketLimits from './plugins/socket-limits.js';
@@ -85,6 +86,7 @@ async function registerPlugins(app: ReturnType<typeof createServer>, config: Con
   await app.register(database, { config });
   await app.register(metrics, { config });
   await app.register(mailer, { config });
+  await app.register(passwords, { config });
 
   await app.register(rateLimit, { config, routes: ['POST /v1/users'] });
   await app.register(healthcheck);

@@ -1,9 +1,15 @@
-// argon2id through @node-rs/argon2: prebuilt binaries (no install script), and the hash
-// runs on libuv's thread pool, off the event loop. The result is a PHC string.
-import { readdirSync, readFileSync } from 'node:fs';
-import { availableParallelism, getPriority, setPriority } from 'node:os';
+// argon2id through @node-rs/argon2: prebuilt binaries (no install script). The result is a PHC
+// string. At the service's cost (19 MiB, several ms of a core each) the hashes run on threads
+// of their own, one per core (workers/hash-worker.ts); a cheap cost, as the tests and the
+// mail-path benchmarks use, hashes on libuv's pool with @node-rs/argon2's async API.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { availableParallelism, getPriority } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
-import pLimit from 'p-limit';
+import { Piscina } from 'piscina';
+import type { Log } from './logger.js';
+import type { HashSettings, HashTask } from './password-contract.js';
+import { watchThreadLoading, type ThreadLoading } from './thread-loading.js';
 
 export interface PasswordCost {
   readonly memoryKib: number;
@@ -13,91 +19,117 @@ export interface PasswordCost {
 // 2 is Algorithm.Argon2id; the package's enum is a `const enum`, which isolated modules cannot import.
 const ARGON2ID = 2;
 
-// libuv's pool has 4 threads. Four real-cost argon2 hashes at once (19 MiB, tens of ms of
-// CPU each) on a 2-core machine leave the API thread a third of a core and its event loop
-// stalls; one hash per core hashes just as fast and leaves it room. One more than cores was
-// tried (a core idles while the API thread hands the next hash over): with three 19 MiB
-// hashes sharing two cores' caches each hash took about 8 % more CPU, and `npm run bench --
-// hash` read lower in four of six pairs (docs/benchmarks.md, cut 8). A cheap hash (the test
-// and benchmark costs) is bound by the round trip through the pool, not by CPU: limiting it
-// would only cap signups/s, so it is not limited.
+// Below this a hash is bound by the round trip through a pool, not by CPU: threads of its own
+// would gain nothing, so it stays on libuv's pool.
 const CPU_BOUND_MEMORY_KIB = 4096;
-const hashSlots = pLimit(availableParallelism());
-
-// When each real-cost hash in progress started, in the order they started (a Set iterates in
-// insertion order), and how long one takes (a moving average of the last few): the signup
-// writer asks when the next signup will be ready (nextHashDoneInMs).
-const hashesInProgress = new Set<{ readonly startedAt: number }>();
-let averageHashMs: number | undefined;
-
-export function hashPassword(password: string, cost: PasswordCost): Promise<string> {
-  const run = () => hash(password, { algorithm: ARGON2ID, memoryCost: cost.memoryKib, timeCost: cost.iterations, parallelism: 1 });
-  if (cost.memoryKib < CPU_BOUND_MEMORY_KIB) return run();
-  return hashSlots(async () => {
-    const hashing = { startedAt: performance.now() };
-    hashesInProgress.add(hashing);
-    try {
-      return await run();
-    } finally {
-      hashesInProgress.delete(hashing);
-      const tookMs = performance.now() - hashing.startedAt;
-      averageHashMs = averageHashMs === undefined ? tookMs : averageHashMs + (tookMs - averageHashMs) / 8;
-    }
-  });
-}
-
-/**
- * In how many ms the real-cost hash in progress that started first should be done (0 when
- * it is late), or undefined when none is in progress (or none has finished yet to tell how
- * long one takes). Cheap hashes are not counted: they take no time worth waiting for.
- */
-export function nextHashDoneInMs(): number | undefined {
-  const first = hashesInProgress.values().next();
-  if (averageHashMs === undefined || first.done) return undefined;
-  return Math.max(0, first.value.startedAt + averageHashMs - performance.now());
-}
-
-export function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
-  return verify(passwordHash, password);
-}
 
 /**
  * How many nice steps below the API thread the hashes run: nice 5 for a service started at
  * the usual 0, still ahead of the mail threads (MAIL_WORKER_NICE, 10): a signup's hash goes
- * before a welcome email.
+ * before a welcome email, and the API thread takes a core back from a hash whenever it has work.
  */
 export const HASH_THREAD_NICE_STEPS = 5;
 
 /**
- * The hashes run on libuv's thread pool, the event loop on the API thread. With fewer cores
- * than busy threads, a pool thread woken for the next signup's hash takes a core from the event
- * loop for a whole time slice, and every request in flight waits. A lower priority (nice) for
- * the pool threads lets the event loop take the core back whenever it has work, and costs the
- * hashes nothing while a core is free. Linux only (the nice value is per thread there), and
- * only where Node names its pool threads (Node 22 and later): elsewhere nothing changes.
- * Returns the nice value given and how many threads got it.
+ * Each thread is given its next hash while it computes the current one, so it goes straight
+ * on to it. With one hash at a time, as on libuv's pool, a thread that finishes sleeps until
+ * the API thread, woken in turn, hands it the next, and the kernel then often wakes it on the
+ * core where the other hash runs while its own core idles: under `npm run bench -- hash`, 6 %
+ * of both cores sat idle that way (docs/benchmarks.md, cut 13).
  */
-export async function lowerHashThreadPriority(): Promise<{ nice: number; threads: number }> {
-  // Relative to this (the API) thread, so that a service started at nice 10 does not raise them.
-  const nice = Math.min(19, getPriority() + HASH_THREAD_NICE_STEPS);
-  if (process.platform !== 'linux') return { nice, threads: 0 };
-  // The pool starts with the first task given to it: this one starts it now.
-  await hash('', { algorithm: ARGON2ID, memoryCost: 8, timeCost: 1, parallelism: 1 });
-  let tids: string[];
-  try {
-    tids = readdirSync('/proc/self/task');
-  } catch {
-    return { nice, threads: 0 }; // no /proc (an unusual container): priorities stay as they are
+const HASHES_PER_THREAD = 2;
+
+const hashWorkerFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../workers/hash-worker.js');
+
+export class PasswordHasher {
+  readonly #cost: PasswordCost;
+  readonly #threads: number;
+  readonly #pool: Piscina<HashTask, string> | undefined;
+  readonly #loading: ThreadLoading | undefined;
+  // The hashes handed to the threads, in the order handed. The first #threads of them are
+  // being computed, since startedAt; the rest wait (a thread takes its hashes in order).
+  readonly #inFlight: { startedAt: number | undefined }[] = [];
+  // How long one hash takes: a moving average of the last few.
+  #averageHashMs: number | undefined;
+  #closed = false;
+
+  constructor(cost: PasswordCost, log: Log) {
+    this.#cost = cost;
+    this.#threads = cost.memoryKib < CPU_BOUND_MEMORY_KIB ? 0 : availableParallelism();
+    if (this.#threads === 0) return;
+    // Relative to this (the API) thread, so that a service started at nice 10 does not raise them.
+    const settings: HashSettings = { nice: Math.min(19, getPriority() + HASH_THREAD_NICE_STEPS) };
+    this.#pool = new Piscina<HashTask, string>({
+      filename: hashWorkerFile,
+      minThreads: this.#threads,
+      maxThreads: this.#threads,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      concurrentTasksPerWorker: HASHES_PER_THREAD,
+      // First come, first hashed. By default a hash that finds both threads full on its turn
+      // goes back to the end of the queue, and under sustained load some signups waited
+      // twice as long as the rest (`npm run loadtest` at the default cost, 32 connections:
+      // p99 475 ms against p50 163).
+      stricterFIFO: true,
+      // Nothing reads Piscina's run and wait times for this pool.
+      recordTiming: false,
+      // Needed by the load announcement (thread-loading.ts): an idle thread must not block its
+      // event loop in Atomics.wait.
+      atomics: 'disabled',
+      workerData: settings,
+    });
+    // Without a listener, a thread that dies outside a task takes the process down.
+    this.#pool.on('error', (err: Error) => log.error({ err }, 'password hashing thread failed; the pool replaces it'));
+    this.#loading = watchThreadLoading(this.#pool);
   }
-  let lowered = 0;
-  for (const tid of tids) {
+
+  /** How many threads hash at this cost: one per core, or none for a cheap cost (libuv's pool). */
+  get threads(): number {
+    return this.#threads;
+  }
+
+  async hash(password: string): Promise<string> {
+    if (this.#closed) throw new Error('the password hasher is closed');
+    const { memoryKib, iterations } = this.#cost;
+    if (this.#pool === undefined) return hash(password, { algorithm: ARGON2ID, memoryCost: memoryKib, timeCost: iterations, parallelism: 1 });
+    const hashing = { startedAt: this.#inFlight.length < this.#threads ? performance.now() : undefined };
+    this.#inFlight.push(hashing);
     try {
-      if (readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim() !== 'libuv-worker') continue;
-      setPriority(Number(tid), nice);
-      lowered++;
-    } catch {
-      // A thread that ended meanwhile, or a sandbox that forbids it: it keeps its priority.
+      return await this.#pool.run({ password, memoryKib, iterations });
+    } finally {
+      const now = performance.now();
+      this.#inFlight.splice(this.#inFlight.indexOf(hashing), 1);
+      if (hashing.startedAt !== undefined) {
+        const tookMs = now - hashing.startedAt;
+        this.#averageHashMs = this.#averageHashMs === undefined ? tookMs : this.#averageHashMs + (tookMs - this.#averageHashMs) / 8;
+      }
+      // The thread this hash leaves goes straight on to its next one.
+      for (const waiting of this.#inFlight.slice(0, this.#threads)) waiting.startedAt ??= now;
     }
   }
-  return { nice, threads: lowered };
+
+  /**
+   * In how many ms the oldest hash being computed should be done (0 when it is late), or
+   * undefined when none is (or none has finished yet to tell how long one takes). Cheap hashes
+   * are not counted: they take no time worth waiting for.
+   */
+  nextHashDoneInMs(): number | undefined {
+    const startedAt = this.#inFlight[0]?.startedAt;
+    if (this.#averageHashMs === undefined || startedAt === undefined) return undefined;
+    return Math.max(0, startedAt + this.#averageHashMs - performance.now());
+  }
+
+  /** Ends the threads (once they have loaded, or at `waitUntil`, a Date.now() value). Hashes still waiting, and any asked for later, are rejected. */
+  async close(waitUntil: number): Promise<void> {
+    this.#closed = true;
+    await this.#loading?.destroyPool(waitUntil);
+  }
+
+  /** For tests: the pool, when there is one. */
+  get internals(): { readonly pool: Piscina<HashTask, string> | undefined } {
+    return { pool: this.#pool };
+  }
+}
+
+export function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
+  return verify(passwordHash, password);
 }

@@ -7,7 +7,6 @@ import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { createLogger } from './logger.js';
-import { lowerHashThreadPriority } from './passwords.js';
 
 /** One plain line on stderr for a person at a terminal, beside the JSON log: `mailoffload: …`. */
 function tellTerminal(text: string): void {
@@ -106,8 +105,6 @@ try {
 // A signal during boot: the shutdown above closes the app; it must not start listening.
 if (!shuttingDown) {
   try {
-    const hashThreads = await lowerHashThreadPriority();
-    if (hashThreads.threads > 0) log.debug(hashThreads, 'password hashing threads run at a lower priority than the API thread');
     const address = await app.listen({ port: config.port, host: config.host });
     log.info({ address, workers: config.mail.workers, smtp: config.smtpUrl ? 'configured' : 'built-in catcher' }, 'starting server');
   } catch (err) {

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { settleBy } from '../src/deadline.js';
-import { watchThreadLoading } from '../src/mail/thread-loading.js';
+import { watchThreadLoading } from '../src/thread-loading.js';
 import { runScript } from './support/command.js';
 import './support/leak-check.js';
 

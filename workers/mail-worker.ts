@@ -3,7 +3,7 @@
 import { setPriority } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import type { MailResult, MailTask, WorkerSettings } from '../src/mail/contract.js';
-import { announceThreadLoaded } from '../src/mail/thread-loading.js';
+import { announceThreadLoaded } from '../src/thread-loading.js';
 import { createBatchSender } from './send-batch.js';
 
 const settings = workerData as WorkerSettings;

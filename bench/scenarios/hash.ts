@@ -6,6 +6,8 @@
 import { hash as argon2 } from '@node-rs/argon2';
 import { availableParallelism } from 'node:os';
 import { setTimeout } from 'node:timers/promises';
+import { HASH_THREAD_NAME } from '../../src/password-contract.js';
+import { PasswordHasher } from '../../src/passwords.js';
 import { startSignupLoad, summarize, type SignupOutcome } from '../../test/support/load.js';
 import { histogramQuantile, scrape } from '../../test/support/prom.js';
 import { acceptedSet, awaitDelivery } from '../common.js';
@@ -16,15 +18,15 @@ import { intOption, medianOf, type Context, type Measure, type Outcome, type Sce
 /** The service's defaults (ARGON2_MEMORY_KIB, ARGON2_ITERATIONS): OWASP's argon2id minimum. */
 const OWASP = { memoryCost: 19_456, timeCost: 2, parallelism: 1, algorithm: 2 /* argon2id */ } as const;
 
-/** Hashes/s of `parallel` hashes at a time, kept up for `seconds`. */
-async function rawHashesPerSecond(parallel: number, seconds: number): Promise<number> {
+/** Hashes/s of `hashOne`, `parallel` hashes at a time, kept up for `seconds`. */
+async function hashesPerSecond(hashOne: (password: string) => Promise<unknown>, parallel: number, seconds: number): Promise<number> {
   const deadline = performance.now() + seconds * 1000;
   let done = 0;
   const started = performance.now();
   await Promise.all(
     Array.from({ length: parallel }, async (_, lane) => {
       while (performance.now() < deadline) {
-        await argon2(`pa55word-${lane}-${done}`, OWASP);
+        await hashOne(`pa55word-${lane}-${done}`);
         done++;
       }
     }),
@@ -40,15 +42,26 @@ export interface Interval {
   readonly to: number;
 }
 
+/** What the cores hash alone, measured two ways in the same pause. */
+interface RawRates {
+  /** @node-rs/argon2's async API, one hash per core at a time: the target's raw rate. */
+  readonly library: number;
+  /** The service's PasswordHasher: threads of its own, each holding its next hash. */
+  readonly threads: number;
+}
+
 /**
- * The raw rate with the service paused (SIGSTOP: none of its threads runs, not even a timer),
- * so that the cores do nothing else, as when the tool runs alone; SIGCONT after.
+ * The raw rates with the service paused (SIGSTOP: none of its threads runs, not even a
+ * timer), so that the cores do nothing else, as when the tool runs alone; SIGCONT after. Half
+ * the pause measures @node-rs/argon2's async API, half the service's own hasher.
  */
-async function rawWhilePaused(servicePid: number, parallel: number, seconds: number, pauses: Interval[]): Promise<number> {
+async function rawWhilePaused(servicePid: number, hasher: PasswordHasher, parallel: number, seconds: number, pauses: Interval[]): Promise<RawRates> {
   const from = now();
   process.kill(servicePid, 'SIGSTOP');
   try {
-    return await rawHashesPerSecond(parallel, seconds);
+    const library = await hashesPerSecond((password) => argon2(password, OWASP), parallel, seconds / 2);
+    const threads = await hashesPerSecond((password) => hasher.hash(password), 2 * parallel, seconds / 2);
+    return { library, threads };
   } finally {
     process.kill(servicePid, 'SIGCONT');
     pauses.push({ from, to: now() });
@@ -77,7 +90,9 @@ export function rawAroundSlices(rates: readonly number[]): number {
  * share the cores with the service and which the raw rate never pays for.
  */
 const CPU_PARTS = [
-  ['password hashing (libuv pool)', 'libuv-worker'],
+  ['password hashing (argon2 threads)', HASH_THREAD_NAME],
+  // Builds before cut 13 hash here; since, it holds cheap work (random bytes for tokens).
+  ['libuv pool', 'libuv-worker'],
   ['mail threads', 'WorkerThread'],
   ['API thread', 'main'],
   ['V8 compiler and GC threads', 'V8Worker'],
@@ -142,7 +157,7 @@ interface Interleaving {
  * from the load it is compared with carries that drift into the ratio. Signups, CPU and
  * latencies count only while the service runs.
  */
-async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleaving, args: Values, tag: string) {
+async function serviceSignupsPerSecond(rig: Rig, build: Build, hasher: PasswordHasher, plan: Interleaving, args: Values, tag: string) {
   return withScope(async (scope) => {
     const service = await startBuild(scope, rig, build, { LOG_LEVEL: 'info' }, args);
     const load = startSignupLoad(scope, { targets: [service.url], concurrency: plan.connections, maxDurationMs: 3_600_000, requestTimeoutMs: 30_000, prefix: `hash-${tag}` });
@@ -153,7 +168,7 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleavin
     const sliceMs = (plan.seconds * 1000) / plan.slices;
     const rawSeconds = sliceMs / 2000;
     const pauses: Interval[] = [];
-    const rawRates = [await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses)];
+    const rawRates = [await rawWhilePaused(service.pid, hasher, plan.cores, rawSeconds, pauses)];
     // Resumed, the API thread's 10 ms sampler first records the pause as one late timer: a
     // scrape answered first puts that sample before the window's. The pauses between slices
     // each leave one such sample in the window: they are left out of its p99.
@@ -161,7 +176,7 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleavin
     const running: Interval[] = [];
     const cpu: (readonly [CpuSnapshot, CpuSnapshot])[] = [];
     for (let slice = 0; slice < plan.slices; slice++) {
-      if (slice > 0) rawRates.push(await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses));
+      if (slice > 0) rawRates.push(await rawWhilePaused(service.pid, hasher, plan.cores, rawSeconds, pauses));
       const from = now();
       const cpuFrom = cpuSnapshot(rig, service.pid);
       await setTimeout(sliceMs);
@@ -169,7 +184,7 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleavin
       running.push({ from, to: now() });
     }
     const after = await scrape(service.url);
-    rawRates.push(await rawWhilePaused(service.pid, plan.cores, rawSeconds, pauses));
+    rawRates.push(await rawWhilePaused(service.pid, hasher, plan.cores, rawSeconds, pauses));
     await load.stop();
     // Answers that arrive while the service is paused were sent before it was: they belong to
     // the slice just before. A request that a pause held up counts its latency without it.
@@ -182,7 +197,8 @@ async function serviceSignupsPerSecond(rig: Rig, build: Build, plan: Interleavin
     await service.stop();
     return {
       signupsPerSecond: inWindow.length / runningSeconds,
-      rawPerSecond: rawAroundSlices(rawRates),
+      rawPerSecond: rawAroundSlices(rawRates.map((r) => r.library)),
+      rawOnThreadsPerSecond: rawAroundSlices(rawRates.map((r) => r.threads)),
       p99Ms: summarize(latencies).latencyMs.p99,
       loopP99Ms: (histogramQuantile('mailoffload_eventloop_delay_seconds', 0.99, after, before, plan.slices - 1) ?? Number.NaN) * 1000,
       cpuMsPerSignup: cpuPerSignup(cpu, inWindow.length),
@@ -210,11 +226,15 @@ export const hash: Scenario = {
     const plan: Interleaving = { connections, seconds, warmSeconds, slices, cores };
     const builds = buildsFrom(args);
     const rig = await startRig(cleanup);
-    await rawHashesPerSecond(cores, 1); // warm up
-    const signups = new Map<string, { signupsPerSecond: number; rawPerSecond: number; p99Ms: number; loopP99Ms: number; cpuMsPerSignup: Record<string, number>; lost: number }[]>(builds.map((b) => [b.label, []]));
+    const hasher = new PasswordHasher({ memoryKib: OWASP.memoryCost, iterations: OWASP.timeCost }, rig.log);
+    cleanup.after(() => hasher.close(Date.now() + 10_000));
+    // Warm up both ways of hashing (the hasher's threads load their module).
+    await hashesPerSecond((password) => argon2(password, OWASP), cores, 1);
+    await hashesPerSecond((password) => hasher.hash(password), 2 * cores, 1);
+    const signups = new Map<string, Awaited<ReturnType<typeof serviceSignupsPerSecond>>[]>(builds.map((b) => [b.label, []]));
     for (let run = 0; run < runs; run++) {
       for (const build of rotate(builds, run)) {
-        const figures = await serviceSignupsPerSecond(rig, build, plan, args, `${build.label}-${run}`);
+        const figures = await serviceSignupsPerSecond(rig, build, hasher, plan, args, `${build.label}-${run}`);
         signups.get(build.label)!.push(figures);
         progress(`run ${run + 1}/${runs}: ${build.label} ${figures.signupsPerSecond.toFixed(1)} signups/s against raw argon2 ${figures.rawPerSecond.toFixed(1)} hashes/s, p99 ${figures.p99Ms.toFixed(0)} ms, event-loop delay p99 ${figures.loopP99Ms.toFixed(1)} ms`);
       }
@@ -226,15 +246,17 @@ export const hash: Scenario = {
       measures.push({ name: `raw argon2id hashes/s${suffix}`, unit: '/s', values: list.map((f) => f.rawPerSecond), note: `${cores} at a time, in the bench process, between the window's slices` });
       measures.push({ name: `signups/s${suffix}`, unit: '/s', values: list.map((f) => f.signupsPerSecond) });
       measures.push({ name: `signups / raw hashes${suffix}`, unit: 'x', values: list.map((f) => f.signupsPerSecond / f.rawPerSecond) });
+      measures.push({ name: `raw hashes/s on the service's hashing threads${suffix}`, unit: '/s', values: list.map((f) => f.rawOnThreadsPerSecond), note: `${cores} threads, each holding its next hash, in the bench process` });
+      measures.push({ name: `signups / raw hashes on those threads${suffix}`, unit: 'x', values: list.map((f) => f.signupsPerSecond / f.rawOnThreadsPerSecond) });
       measures.push({ name: `signup p99${suffix}`, unit: 'ms', values: list.map((f) => f.p99Ms) });
       measures.push({ name: `event-loop delay p99${suffix}`, unit: 'ms', values: list.map((f) => f.loopP99Ms), note: 'mailoffload_eventloop_delay_seconds' });
       for (const part of Object.keys(list[0]?.cpuMsPerSignup ?? {})) {
-        measures.push({ name: `  CPU per signup: ${part}${suffix}`, unit: 'ms', values: list.map((f) => f.cpuMsPerSignup[part] ?? Number.NaN), note: part === 'password hashing (libuv pool)' ? 'from /proc, over the window' : '' });
+        measures.push({ name: `  CPU per signup: ${part}${suffix}`, unit: 'ms', values: list.map((f) => f.cpuMsPerSignup[part] ?? Number.NaN), note: part === CPU_PARTS[0][0] ? 'from /proc, over the window' : '' });
       }
     }
     const ratio = medianOf(measures, 'signups / raw hashes');
     return {
-      title: `${connections} clients for ${seconds} s per build in ${slices} slices after ${warmSeconds} s of warm-up, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time for ${seconds / slices / 2} s before, between and after the slices, the service paused; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
+      title: `${connections} clients for ${seconds} s per build in ${slices} slices after ${warmSeconds} s of warm-up, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time with @node-rs/argon2's async API, then on the service's hashing threads, for ${seconds / slices / 4} s each before, between and after the slices, the service paused; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
       measures,
       targets: [{ name: `signups/s >= 80 % of raw argon2 hashes/s, same run (${(ratio * 100).toFixed(0)} %)`, met: ratio >= 0.8 }],
       lost: [...signups.values()].flat().reduce((sum, f) => sum + f.lost, 0),

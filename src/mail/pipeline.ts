@@ -17,7 +17,7 @@ import { Dispatcher } from './dispatcher.js';
 import { newLeaseOwner, type Lease } from './leases.js';
 import { SendQuota } from './send-quota.js';
 import { Sweeper } from './sweeper.js';
-import { watchThreadLoading, type ThreadLoading } from './thread-loading.js';
+import { watchThreadLoading, type ThreadLoading } from '../thread-loading.js';
 
 export interface MailPipelineOptions {
   readonly config: Config;

@@ -8,7 +8,6 @@ import { withTransaction } from '../db/pool.js';
 import { ACTIVATION_SCOPE, deleteAllForUser } from '../db/tokens.js';
 import { activate, getForToken } from '../db/users.js';
 import { errors } from '../errors.js';
-import { hashPassword, nextHashDoneInMs } from '../passwords.js';
 import { ACTIVATION_TTL_MS, TOKEN_LENGTH, generateToken, hashToken } from '../tokens.js';
 import { validateEmail, validateName, validatePassword, validateTokenPlaintext, type FieldErrors } from '../validation.js';
 import { ActivationBody, ErrorResponse, SignupBody, UserResponse } from './schemas.js';
@@ -29,7 +28,7 @@ const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { confi
   const signupWriter = new SignupWriter(app.db, {
     maxConcurrentWrites: config.databasePoolMax,
     maxSignupsPerWrite: MAX_SIGNUPS_PER_WRITE,
-    nextSignupDueInMs: nextHashDoneInMs,
+    nextSignupDueInMs: () => app.passwords.nextHashDoneInMs(),
     maxHoldMs: MAX_SIGNUP_HOLD_MS,
   });
   app.post(
@@ -46,7 +45,7 @@ const users: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { confi
 
       // Hashed before the uniqueness check, as Greenlight does: a taken address costs the same
       // time as a new one.
-      const passwordHash = await hashPassword(password!, config.argon2);
+      const passwordHash = await app.passwords.hash(password!);
       const token = generateToken();
       const signup = { name: name!, email: email!, passwordHash, tokenHash: token.hash, tokenTtlMs: ACTIVATION_TTL_MS };
       const record = await app.mailer

@@ -2,11 +2,12 @@
 // whole process (FATAL ERROR: v8::Module::IsGraphAsync must be used on an instantiated module,
 // then SIGABRT) when the termination lands while the thread's ES modules are being
 // instantiated. A SIGTERM within a second of boot can land there, and Piscina marks its first
-// threads ready before they have loaded anything. So each mail thread says when its module
-// has loaded, and the pool is destroyed once all have (or at the shutdown deadline).
+// threads ready before they have loaded anything. So each pool thread (mail or password
+// hashing) says when its module has loaded, and the pool is destroyed once all have (or at
+// the shutdown deadline).
 import { parentPort, threadId } from 'node:worker_threads';
 import type { Piscina } from 'piscina';
-import { settleBy } from '../deadline.js';
+import { settleBy } from './deadline.js';
 
 /** The key of the message a pool thread posts once its module has loaded; the value is its threadId. */
 const LOADED = 'mailoffload:threadLoaded';
