@@ -60,6 +60,7 @@ async function rawWhilePaused(servicePid: number, hasher: PasswordHasher, parall
   process.kill(servicePid, 'SIGSTOP');
   try {
     const library = await hashesPerSecond((password) => argon2(password, OWASP), parallel, seconds / 2);
+    // Two hashes per thread in flight, as the hasher hands them to its threads.
     const threads = await hashesPerSecond((password) => hasher.hash(password), 2 * parallel, seconds / 2);
     return { library, threads };
   } finally {
@@ -258,7 +259,7 @@ export const hash: Scenario = {
     return {
       title: `${connections} clients for ${seconds} s per build in ${slices} slices after ${warmSeconds} s of warm-up, argon2id ${OWASP.memoryCost} KiB x ${OWASP.timeCost}; raw: ${cores} hashes at a time with @node-rs/argon2's async API, then on the service's hashing threads, for ${seconds / slices / 4} s each before, between and after the slices, the service paused; builds: ${builds.map((b) => `${b.label} (${b.root})`).join(', ')}`,
       measures,
-      targets: [{ name: `signups/s >= 80 % of raw argon2 hashes/s, same run (${(ratio * 100).toFixed(0)} %)`, met: ratio >= 0.8 }],
+      targets: [{ name: `signups/s >= 80 % of raw argon2 hashes/s (@node-rs/argon2's async API), same run (${(ratio * 100).toFixed(0)} %; on the service's hashing threads ${(medianOf(measures, 'signups / raw hashes on those threads') * 100).toFixed(0)} %)`, met: ratio >= 0.8 }],
       lost: [...signups.values()].flat().reduce((sum, f) => sum + f.lost, 0),
       details: { connections, seconds, slices, warmSeconds, cores, runs: Object.fromEntries(signups) },
     };
