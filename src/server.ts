@@ -1,8 +1,8 @@
 // Process entry: config -> app -> listen. Signals are handled here and nowhere else.
 // The shutdown sequence is carried out by app.close(): preClose flips readiness and stops
 // the sweeper, the HTTP server stops accepting and lets in-flight requests finish, then the
-// plugins' onClose hooks drain the task group under the deadline, release what is left,
-// destroy the pool and close the database, in that order.
+// plugins' onClose hooks end the password-hashing threads, drain the task group under the
+// deadline, release what is left, destroy the mail pool and close the database, in that order.
 import closeWithGrace from 'close-with-grace';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
