@@ -35,7 +35,7 @@ export function processCpuMs(pid: number): number {
 }
 
 /** CPU ms used so far by the main thread of `pid` (the event loop), a part of processCpuMs. */
-function mainThreadCpuMs(pid: number): number {
+export function mainThreadCpuMs(pid: number): number {
   return readStat(`/proc/${pid}/task/${pid}/stat`)?.ownMs ?? Number.NaN;
 }
 

@@ -11,7 +11,7 @@ import { PasswordHasher } from '../../src/passwords.js';
 import { startSignupLoad, summarize, type SignupOutcome } from '../../test/support/load.js';
 import { histogramQuantile, scrape } from '../../test/support/prom.js';
 import { acceptedSet, awaitDelivery } from '../common.js';
-import { postgresCpuMs, processCpuMs, threadCpuMsByName } from '../proc-cpu.js';
+import { mainThreadCpuMs, postgresCpuMs, processCpuMs, threadCpuMsByName } from '../proc-cpu.js';
 import { buildOptions, buildsFrom, rotate, startBuild, startRig, withScope, type Build, type Rig } from '../rig.js';
 import { intOption, medianOf, type Context, type Measure, type Outcome, type Scenario, type Values } from '../scenario.js';
 
@@ -108,13 +108,13 @@ interface CpuSnapshot {
 
 /**
  * The tool's part is this process's main thread, where the load generator runs (its raw
- * hashes run on libuv's pool, and only between slices).
+ * hashes run on libuv's pool and on its own hasher's threads, and only between slices).
  */
 function cpuSnapshot(rig: Rig, servicePid: number): CpuSnapshot {
-  return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: threadCpuMsByName(process.pid).get('main') ?? Number.NaN, sink: processCpuMs(rig.sink.pid) };
+  return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: mainThreadCpuMs(process.pid), sink: processCpuMs(rig.sink.pid) };
 }
 
-/** ms of CPU per signup by part, summed over the slices' snapshots. Node 20 names no thread: its parts are the API thread and the rest. */
+/** ms of CPU per signup by part, summed over the slices' snapshots. Node 20 names only the API and hashing threads: the rest are "other" there. */
 function cpuPerSignup(slices: readonly (readonly [CpuSnapshot, CpuSnapshot])[], signups: number): Record<string, number> {
   const threads = new Map<string, number>();
   let postgres = 0;
