@@ -87,10 +87,10 @@ export async function postmasterPidOf(url: string): Promise<number> {
 }
 
 /**
- * CPU ms used so far by each kind of thread of `pid`, by the names Node gives them (22 and
- * later: `WorkerThread` for worker threads, `libuv-worker` for libuv's pool, `V8Worker` for
- * V8's compiler and GC helpers); the main thread is `main`. Node 20 names none of them: all
- * but the main thread are then `node`.
+ * CPU ms used so far by each kind of thread of `pid`, by the names Node gives them (24:
+ * `WorkerThread` for worker threads, `libuv-worker` for libuv's pool, `V8Worker` for V8's
+ * compiler and GC helpers); the main thread is `main`. Node 22 names only libuv's pool and
+ * Node 20 none: the others are then `node`.
  */
 export function threadCpuMsByName(pid: number): Map<string, number> {
   const byName = new Map<string, number>();

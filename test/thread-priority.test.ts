@@ -30,7 +30,9 @@ function threadsOf(pid: number): Thread[] {
   });
 }
 
-const NODE_NAMES_THREADS = Number(process.versions.node.split('.')[0]) >= 22;
+// Node 24 names its worker threads WorkerThread; Node 22 names only libuv's pool threads, and
+// Node 20 none.
+const NODE_NAMES_WORKER_THREADS = Number(process.versions.node.split('.')[0]) >= 24;
 /** The service's default argon2id cost (OWASP's minimum): 19 MiB, several ms of a core per hash. */
 const REAL_COST = { memoryKib: 19_456, iterations: 2 };
 let db: Database;
@@ -67,7 +69,7 @@ test('the API thread keeps the process priority; the mail threads run at MAIL_WO
   assert.equal(api.nice, 0, 'the service was started at nice 0');
   const mail = threads.filter((t) => t.nice === 12);
   assert.equal(mail.length, 2, `two threads at MAIL_WORKER_NICE=12: ${JSON.stringify(threads)}`);
-  if (NODE_NAMES_THREADS) assert.ok(mail.every((t) => t.name === 'WorkerThread'), JSON.stringify(mail));
+  if (NODE_NAMES_WORKER_THREADS) assert.ok(mail.every((t) => t.name === 'WorkerThread'), JSON.stringify(mail));
 });
 
 test('the hashing threads, one per core and named argon2, run five nice steps below the API thread; nothing else is lowered', () => {

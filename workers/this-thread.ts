@@ -15,7 +15,7 @@ export function setThisThreadNice(nice: number): void {
   }
 }
 
-/** Names this thread in /proc, top -H and ps -L (Node calls every worker thread WorkerThread). */
+/** Names this thread in /proc, top -H and ps -L (Node 24 calls every worker thread WorkerThread, older releases node). */
 export function nameThisThread(name: string): void {
   if (process.platform !== 'linux') return;
   try {

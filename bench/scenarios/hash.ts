@@ -114,7 +114,7 @@ function cpuSnapshot(rig: Rig, servicePid: number): CpuSnapshot {
   return { threads: threadCpuMsByName(servicePid), postgres: postgresCpuMs(rig.postmasterPid), tool: mainThreadCpuMs(process.pid), sink: processCpuMs(rig.sink.pid) };
 }
 
-/** ms of CPU per signup by part, summed over the slices' snapshots. Node 20 names only the API and hashing threads: the rest are "other" there. */
+/** ms of CPU per signup by part, summed over the slices' snapshots. Node 20 and 22 do not name the mail and V8 threads: they are "other" there. */
 function cpuPerSignup(slices: readonly (readonly [CpuSnapshot, CpuSnapshot])[], signups: number): Record<string, number> {
   const threads = new Map<string, number>();
   let postgres = 0;
