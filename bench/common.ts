@@ -66,6 +66,17 @@ export async function runSignups(scope: Scope, options: SignupLoadOptions, { qui
   return { load, summary: summarize(load.outcomes), accepted: acceptedSet(load) };
 }
 
+/** MAIL_* variables of the tool's environment: they tune the services it starts, as they would in production. */
+export function mailSettingsFromEnvironment(): Record<string, string> {
+  return Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[0].startsWith('MAIL_') && entry[1] !== undefined));
+}
+
+/** "; from the environment: MAIL_WORKERS=1 MAIL_SMTP_CONNECTIONS=20", or "" when there are none. */
+export function describeSettings(settings: Record<string, string>): string {
+  const pairs = Object.entries(settings).map(([name, value]) => `${name}=${value}`);
+  return pairs.length === 0 ? '' : `; from the environment: ${pairs.join(' ')}`;
+}
+
 /** The addresses that got a 202, lowercased as the SMTP sink counts them. */
 export function acceptedSet(load: SignupLoad): Set<string> {
   return new Set(load.accepted().map((outcome) => outcome.email.toLowerCase()));

@@ -16,7 +16,7 @@ import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
 import { startService, type ServiceProcess } from '../test/support/service.js';
 import { startSmtpSinkProcess } from '../test/support/smtp-sink-process.js';
 import { waitUntil } from '../test/support/wait.js';
-import { acceptedSet, awaitDelivery, exitCodeOf, finish, fmt, non2xxOf, printTable, reportProgress, summaryLine } from './common.js';
+import { acceptedSet, awaitDelivery, describeSettings, exitCodeOf, finish, fmt, mailSettingsFromEnvironment, non2xxOf, printTable, reportProgress, summaryLine } from './common.js';
 import { checkOutputPaths, serviceVersion, writeOutputs } from './report/output.js';
 import { TimelineRecorder } from './report/timeline.js';
 
@@ -102,10 +102,12 @@ try {
   const sink = await startSmtpSinkProcess(cleanup, { latencyMs: smtpLatencyMs });
   const dataDir = tempDir(cleanup, 'drill');
 
+  const mailSettings = mailSettingsFromEnvironment();
   const env = {
     DATABASE_URL: databaseUrl,
     SMTP_URL: sink.url,
     DATA_DIR: dataDir,
+    ...mailSettings,
     ...(args['argon2-memory-kib'] ? { ARGON2_MEMORY_KIB: args['argon2-memory-kib'] } : {}),
     ...(args['argon2-iterations'] ? { ARGON2_ITERATIONS: args['argon2-iterations'] } : {}),
     ...(leaseMs ? { MAIL_LEASE_MS: leaseMs } : {}),
@@ -118,7 +120,7 @@ try {
       (leaseMs ? `; MAIL_LEASE_MS=${leaseMs}${args.kill && !args['lease-ms'] ? ' (short, so a killed instance\'s emails are recovered within the drill)' : ''}` : '') +
       (smtpLatencyMs > 0 ? `; SMTP latency ${smtpLatencyMs} ms` : '') +
       (args['shutdown-timeout-ms'] ? `; SHUTDOWN_TIMEOUT_MS=${args['shutdown-timeout-ms']}` : '') +
-      '; rate limiting off on every instance (RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n',
+      `; rate limiting off on every instance (RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0${describeSettings(mailSettings)})\n`,
   );
 
   const launch = async (index: number): Promise<Instance> => {

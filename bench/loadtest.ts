@@ -17,7 +17,7 @@ import { cleanUpOnInterrupt, CleanupStack } from '../test/support/scope.js';
 import { startService, type ServiceProcess } from '../test/support/service.js';
 import { startSmtpSinkProcess, type SinkProcess } from '../test/support/smtp-sink-process.js';
 import { heldWithin } from '../test/support/wait.js';
-import { awaitDelivery, exitCodeOf, finish, fmt, mib, non2xxOf, printTable, RssSampler, runSignups, summaryLine, type Delivery } from './common.js';
+import { awaitDelivery, describeSettings, exitCodeOf, finish, fmt, mailSettingsFromEnvironment, mib, non2xxOf, printTable, RssSampler, runSignups, summaryLine, type Delivery } from './common.js';
 import { checkOutputPaths, peakOf, serviceVersion, writeOutputs } from './report/output.js';
 import { TimelineRecorder } from './report/timeline.js';
 
@@ -96,9 +96,11 @@ try {
       // then be one we can reach. Start our own embedded PostgreSQL for the service.
       databaseUrl = (await startTempPostgres(cleanup, log, 'loadtest-pg')).url;
     }
-    process.stderr.write('loadtest: starting the service (rate limiting off for this instance: RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0)\n');
+    const mailSettings = mailSettingsFromEnvironment();
+    process.stderr.write(`loadtest: starting the service (rate limiting off for this instance: RATE_LIMIT_PER_MINUTE=0, RATE_LIMIT_GLOBAL_PER_MINUTE=0${describeSettings(mailSettings)})\n`);
     service = await startService(cleanup, {
       DATA_DIR: dataDir,
+      ...mailSettings,
       SMTP_URL: sink?.url ?? process.env.SMTP_URL,
       ...(databaseUrl ? { DATABASE_URL: databaseUrl } : {}),
       ...(argon2Memory ? { ARGON2_MEMORY_KIB: argon2Memory } : {}),

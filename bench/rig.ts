@@ -15,6 +15,7 @@ import { NO_RATE_LIMITS, projectRoot, TEST_MAIL_FROM } from '../test/support/env
 import { CleanupStack, type Scope } from '../test/support/scope.js';
 import { startService, type ServiceProcess } from '../test/support/service.js';
 import { startSmtpSinkProcess, type SinkProcess } from '../test/support/smtp-sink-process.js';
+import { mailSettingsFromEnvironment } from './common.js';
 import { postmasterPidOf } from './proc-cpu.js';
 import { UsageError, type Options, type Values } from './scenario.js';
 
@@ -74,11 +75,6 @@ export function rotate<T>(list: readonly T[], run: number): T[] {
 export async function startBuild(scope: Scope, rig: Rig, build: Build, env: Record<string, string>, args: Values): Promise<ServiceProcess> {
   const database = await createDatabase(scope, rig.serverUrl, 'bench');
   return startBuildOn(scope, rig, build, database.url, env, args);
-}
-
-/** MAIL_* variables of the bench's environment tune the service, as they would in production. */
-function mailSettingsFromEnvironment(): Record<string, string> {
-  return Object.fromEntries(Object.entries(process.env).filter((entry): entry is [string, string] => entry[0].startsWith('MAIL_') && entry[1] !== undefined));
 }
 
 /**
