@@ -128,8 +128,9 @@ export const offload: Scenario = {
     'smtp-latency-ms': { type: 'string', default: '10' },
     'no-dkim': { type: 'boolean', default: false },
     workers: { type: 'string' },
-    // (a) takes signups faster than 10 connections with 10 ms of SMTP latency send their emails
-    // (500 to 700 a second): a 10 s load at 3,500 signups/s leaves a minute of backlog.
+    // On 2 cores (a) takes signups faster than its 10 SMTP connections (2 mail threads x 5) send
+    // their emails at 10 ms of latency each (500 to 700 a second): a 10 s load at 3,500
+    // signups/s leaves a minute of email behind it.
     'drain-timeout': { type: 'string', default: '180' },
     'cpu-prof': { type: 'string' },
     baseline: { type: 'string' },
