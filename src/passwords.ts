@@ -8,16 +8,13 @@ import { availableParallelism, getPriority } from 'node:os';
 import { hash, verify } from '@node-rs/argon2';
 import { Piscina } from 'piscina';
 import type { Log } from './logger.js';
-import type { HashSettings, HashTask } from './password-contract.js';
+import { argon2idOptions, type HashSettings, type HashTask } from './password-contract.js';
 import { watchThreadLoading, type ThreadLoading } from './thread-loading.js';
 
 export interface PasswordCost {
   readonly memoryKib: number;
   readonly iterations: number;
 }
-
-// 2 is Algorithm.Argon2id; the package's enum is a `const enum`, which isolated modules cannot import.
-const ARGON2ID = 2;
 
 // Below this a hash is bound by the round trip through a pool, not by CPU: threads of its own
 // would gain nothing, so it stays on libuv's pool.
@@ -90,7 +87,7 @@ export class PasswordHasher {
   async hash(password: string): Promise<string> {
     if (this.#closed) throw new Error('the password hasher is closed');
     const { memoryKib, iterations } = this.#cost;
-    if (this.#pool === undefined) return hash(password, { algorithm: ARGON2ID, memoryCost: memoryKib, timeCost: iterations, parallelism: 1 });
+    if (this.#pool === undefined) return hash(password, argon2idOptions(memoryKib, iterations));
     const hashing = { startedAt: this.#inFlight.length < this.#threads ? performance.now() : undefined };
     this.#inFlight.push(hashing);
     try {

@@ -2,7 +2,7 @@
 // after another. The thread names itself and lowers its own priority once, at load.
 import { workerData } from 'node:worker_threads';
 import { hashSync } from '@node-rs/argon2';
-import { HASH_THREAD_NAME, type HashSettings, type HashTask } from '../src/password-contract.js';
+import { argon2idOptions, HASH_THREAD_NAME, type HashSettings, type HashTask } from '../src/password-contract.js';
 import { announceThreadLoaded } from '../src/thread-loading.js';
 import { nameThisThread, setThisThreadNice } from './this-thread.js';
 
@@ -16,5 +16,5 @@ nameThisThread(HASH_THREAD_NAME);
 announceThreadLoaded();
 
 export default function hashPassword({ password, memoryKib, iterations }: HashTask): string {
-  return hashSync(password, { algorithm: 2 /* argon2id */, memoryCost: memoryKib, timeCost: iterations, parallelism: 1 });
+  return hashSync(password, argon2idOptions(memoryKib, iterations));
 }
